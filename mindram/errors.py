@@ -1,0 +1,25 @@
+"""Exception families of mindram.
+
+Each failure family has its own type so that callers can catch exactly what they expect; every
+message names the offending file/key/value and what was expected.
+"""
+
+
+class MindramError(Exception):
+    """Base class of every error raised by mindram on purpose."""
+
+
+class ConfigError(MindramError, ValueError):
+    """A configuration file, key or value is invalid (unknown key, wrong type, missing file)."""
+
+
+class CheckpointError(MindramError, ValueError):
+    """A checkpoint cannot be read, is unsafe, or does not match the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle inside a checkpoint references something other than tensor/storage rebuilds."""
+
+
+class DataError(MindramError, ValueError):
+    """A dataset, image or text input is malformed."""

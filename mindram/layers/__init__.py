@@ -1,0 +1,11 @@
+"""Building blocks written once and shared by CLIP, Swin and the tagging heads."""
+from .activation import GELU, QuickGELU, get_activation
+from .attention import MultiheadAttention
+from .embedding import Embedding
+from .linear import Linear
+from .norm import LayerNorm
+from .patch_embed import PatchEmbed
+from .transformer import MLP, ResidualAttentionBlock, Transformer
+
+__all__ = ["GELU", "QuickGELU", "get_activation", "MultiheadAttention", "Embedding", "Linear", "LayerNorm",
+           "PatchEmbed", "MLP", "ResidualAttentionBlock", "Transformer"]

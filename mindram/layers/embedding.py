@@ -1,0 +1,19 @@
+"""Token embedding with torch's parameter name (``weight``), a plain row gather."""
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+
+class Embedding(nn.Cell):
+    """(…) int ids → (…, dim) rows of ``weight`` (num_embeddings, dim)."""
+
+    def __init__(self, num_embeddings, embedding_dim, std=0.02):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        init = np.random.default_rng().normal(0.0, std, (self.num_embeddings, self.embedding_dim))
+        self.weight = Parameter(Tensor(init.astype(np.float32)), name="weight")
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+    def extend_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"

@@ -1,0 +1,11 @@
+"""Optional C++ kernels (exact GELU, LayerNorm) for MindSpore CPU, built at first use.
+
+:func:`kernel_library` compiles/caches the shared library and returns its path, or None when the
+kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``) or cannot be built; the primitive factories
+then return None and the layers fall back to MindSpore's built-in ops.
+"""
+from .build import build_info, kernel_library, kernels_disabled
+from .ops import eps_tensor, gelu_primitive, layer_norm_primitive
+
+__all__ = ["build_info", "kernel_library", "kernels_disabled", "eps_tensor", "gelu_primitive",
+           "layer_norm_primitive"]

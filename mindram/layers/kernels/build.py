@@ -1,0 +1,180 @@
+"""Build-at-first-use and cache of the C++ kernels in ``mindram_kernels.cc``.
+
+The shared library is compiled with g++ into ``$MINDRAM_HOME/kernels/<key>/`` where ``key`` hashes
+the source text, the compiler flags, the compiler's version and the CPU's feature flags, so a
+``-march=native`` binary is never loaded on a CPU it was not built for. Compilation writes to a
+temporary name and is renamed into place, so concurrent builds (two processes, two threads) are
+safe: the last rename wins and both results are identical.
+
+Nothing here imports MindSpore; :func:`kernel_library` returns ``None`` (after logging one warning)
+when kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``), no compiler is found, the build fails or
+the built library gives wrong numbers, and callers then use MindSpore's built-in ops.
+"""
+import ctypes
+import hashlib
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from ...utils.io import mindram_home
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("mindram_kernels.cc")
+LIB_NAME = "libmindram_kernels.so"
+# No -ffast-math: its -ffinite-math-only lets GCC drop NaN handling (NaN inputs came out as 0).
+# FMA contraction is allowed: it only removes roundings and made GELU 1.55x faster.
+# No -fopenmp: threads are std::threads started per call (see the .cc), nothing spins afterwards.
+CXXFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
+            "-fopenmp-simd", "-pthread", "-shared", "-fPIC", "-std=c++17")
+DISABLE_ENV = "MINDRAM_DISABLE_KERNELS"
+BUILD_TIMEOUT_S = 180
+
+_lock = threading.Lock()
+_state = {"done": False, "path": None, "compiled": False, "warned": False}
+
+
+def kernels_disabled():
+    """True when ``MINDRAM_DISABLE_KERNELS`` is set to a true value (1/true/yes/on)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _compiler():
+    """Path of the C++ compiler ($CXX, else g++), or None."""
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def _compiler_version(cxx):
+    out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.strip()
+
+
+def _cpu_signature():
+    """CPU model and feature flags (from /proc/cpuinfo, else the platform's description)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() + platform.machine()
+    keep = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    lines = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip()
+             for ln in text.splitlines() if ":" in ln and ln.split(":", 1)[0].strip() in keep}
+    return "\n".join(f"{k}={lines[k]}" for k in sorted(lines)) + "\n" + platform.machine()
+
+
+def cache_key(cxx):
+    """Hex key of the source text, flags, compiler version and CPU flags."""
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CXXFLAGS).encode(), _compiler_version(cxx).encode(),
+                 _cpu_signature().encode()):
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:24]
+
+
+def _compile(cxx, target):
+    """Compile SOURCE to ``target`` via a temporary file in the same folder and an atomic rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, *CXXFLAGS, str(SOURCE), "-o", tmp], capture_output=True,
+                              text=True, timeout=BUILD_TIMEOUT_S, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _call(lib, name, arrays):
+    """Call an aot entry point directly on float32 numpy arrays (self-test helper)."""
+    n = len(arrays)
+    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
+    ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
+    dims = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
+    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(d, ctypes.POINTER(ctypes.c_int64))
+                                                    for d in dims])
+    dtypes = (ctypes.c_char_p * n)(*[b"float32"] * n)
+    return getattr(lib, name)(n, params, ndims, shapes, dtypes, None, None)
+
+
+def self_test(path):
+    """Load the library with ctypes and check both kernels on a few values; raise on mismatch."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    lib = ctypes.CDLL(str(path))
+    x = np.array([-6.0, -1.5, -0.25, 0.0, 0.5, 1.0, 3.0, 9.0], np.float32)
+    y = np.empty_like(x)
+    ref = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.astype(np.float64)])
+    if _call(lib, "MindramGelu", [x, y]) != 0 or np.abs(y - ref).max() > 1e-6:
+        raise RuntimeError(f"GELU self-test failed: {y} vs {ref}")
+    xs = np.linspace(-2.0, 3.0, 24, dtype=np.float32).reshape(3, 8)
+    w, b = np.linspace(0.5, 1.5, 8, dtype=np.float32), np.linspace(-1, 1, 8, dtype=np.float32)
+    eps, out = np.array([1e-5], np.float32), np.empty_like(xs)
+    xd = xs.astype(np.float64)
+    mu, var = xd.mean(-1, keepdims=True), xd.var(-1, keepdims=True)
+    ref = (xd - mu) / np.sqrt(var + 1e-5) * w + b
+    if _call(lib, "MindramLayerNorm", [xs, w, b, eps, out]) != 0 or np.abs(out - ref).max() > 2e-6:
+        raise RuntimeError(f"LayerNorm self-test failed: {out} vs {ref}")
+
+
+def _build():
+    """Return (path, compiled) of a working library; raise with the reason otherwise."""
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError(f"no C++ compiler found ({os.environ.get('CXX', 'g++')!r} not on PATH)")
+    target = mindram_home() / "kernels" / cache_key(cxx) / LIB_NAME
+    if ":" in str(target):
+        raise RuntimeError(f"MindSpore cannot load a kernel from a path with ':' ({target})")
+    compiled = False
+    if not target.is_file():
+        logger.info("compiling mindram kernels into %s", target)
+        _compile(cxx, target)
+        compiled = True
+    self_test(target)
+    return target, compiled
+
+
+def kernel_library():
+    """Path (str) of the compiled kernel library, or None to use MindSpore's built-in ops.
+
+    Built (or found in the cache) once per process; the environment switch is read on every call
+    so that tests can disable kernels at any time.
+    """
+    if kernels_disabled():
+        warn_once(f"{DISABLE_ENV} is set; using MindSpore's built-in GELU/LayerNorm")
+        return None
+    with _lock:
+        if not _state["done"]:
+            try:
+                path, compiled = _build()
+                _state.update(path=str(path), compiled=compiled)
+            except Exception as e:  # pylint: disable=broad-except
+                warn_once(f"mindram C++ kernels unavailable ({e}); using MindSpore's built-in ops")
+            _state["done"] = True
+        return _state["path"]
+
+
+def build_info():
+    """Dict with the library ``path`` (or None) and whether this process ``compiled`` it."""
+    kernel_library()
+    return {"path": _state["path"], "compiled": _state["compiled"]}
+
+
+def warn_once(message):
+    """Log ``message`` as a warning unless a kernel warning was already logged."""
+    if not _state["warned"]:
+        _state["warned"] = True
+        logger.warning(message)
+
+
+def reset():
+    """Forget the cached build result and warning (tests)."""
+    with _lock:
+        _state.update(done=False, path=None, compiled=False, warned=False)

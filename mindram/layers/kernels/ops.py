@@ -1,0 +1,81 @@
+"""MindSpore ``ops.Custom(func_type="aot")`` primitives for the C++ kernels, with built-in bprops.
+
+Each factory returns a new primitive, or ``None`` when the kernels are unavailable (see
+:func:`.build.kernel_library`); callers then use MindSpore's built-in ops. The backward passes are
+written with built-in ops only, so gradients work in PyNative and graph mode:
+
+* GELU: dL/dx = dout * (Phi(x) + x * phi(x)).
+* LayerNorm: the gradient of the built-in ``ops.LayerNorm`` at the same point (its forward is
+  recomputed under ``ops.GradOperation``), so it equals the built-in path's gradient exactly.
+"""
+import math
+
+import mindspore as ms
+from mindspore import ops
+
+from .build import kernel_library, warn_once
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _custom(lib, name, bprop):
+    """ops.Custom for entry point ``name`` of ``lib``; None (one warning) if MindSpore refuses it."""
+    try:
+        return ops.Custom(f"{lib}:{name}", out_shape=_same_shape, out_dtype=_same_dtype,
+                          func_type="aot", bprop=bprop)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. outside MS_CUSTOM_AOT_WHITE_LIST
+        warn_once(f"MindSpore rejected the mindram kernel {name} ({e}); using built-in ops")
+        return None
+
+
+def _same_shape(*shapes):
+    return shapes[0]
+
+
+def _same_dtype(*dtypes):
+    return dtypes[0]
+
+
+def _gelu_bprop(x, out, dout):  # pylint: disable=unused-argument
+    """dL/dx of exact GELU: dout * (Phi(x) + x * phi(x)), from built-in ops."""
+    cdf = 0.5 * (1.0 + ops.erf(x * _INV_SQRT2))
+    pdf = ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
+    return (dout * (cdf + x * pdf),)
+
+
+def gelu_primitive():
+    """Custom op ``y = gelu(x)`` (exact erf, float32 only), or None if kernels are unavailable."""
+    lib = kernel_library()
+    if lib is None:
+        return None
+    return _custom(lib, "MindramGelu", _gelu_bprop)
+
+
+def layer_norm_primitive(eps):
+    """Custom op ``y = layer_norm(x, weight, bias, eps_tensor)`` over the last axis (float32 only).
+
+    ``eps`` fixes the epsilon the backward uses; the forward reads it from its fourth input, a
+    float32 tensor of shape (1,). Returns None if the kernels are unavailable.
+    """
+    lib = kernel_library()
+    if lib is None:
+        return None
+    forward = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(eps))
+
+    def builtin(x, weight, bias):
+        return forward(x, weight, bias)[0]
+
+    grad_all = ops.GradOperation(get_all=True, sens_param=True)(builtin)
+
+    def layer_norm_bprop(x, weight, bias, eps_t, out, dout):  # pylint: disable=unused-argument
+        """(dx, dweight, dbias, 0): the built-in op's own gradient at the same point."""
+        dx, dweight, dbias = grad_all(x, weight, bias, dout)
+        return dx, dweight, dbias, ops.zeros_like(eps_t)
+
+    return _custom(lib, "MindramLayerNorm", layer_norm_bprop)
+
+
+def eps_tensor(eps):
+    """The (1,) float32 tensor carrying ``eps`` into the LayerNorm kernel."""
+    return ms.Tensor([float(eps)], ms.float32)

@@ -1,0 +1,39 @@
+"""Linear layer with torch's (out, in) weight layout, applied as one 2-D MatMul.
+
+``nn.Dense`` on a 3-D input reshapes to 2-D itself; writing the reshape out keeps oneDNN on its
+fast GEMM path and never broadcasts the weight into a batched matmul (see specs/performance.md).
+"""
+import math
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+
+def uniform_init(shape, bound, rng=None):
+    """Uniform(-bound, bound) float32 array (torch's default Linear init has bound 1/sqrt(fan_in))."""
+    rng = rng or np.random.default_rng()
+    return Tensor(rng.uniform(-bound, bound, size=shape).astype(np.float32))
+
+
+class Linear(nn.Cell):
+    """y = x @ weight.T + bias over the last dimension of an input of any rank."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight = Parameter(uniform_init((self.out_features, self.in_features), bound), name="weight")
+        self.has_bias = bool(bias)
+        self.bias = Parameter(uniform_init((self.out_features,), bound), name="bias") if bias else None
+        self.matmul = ops.MatMul(transpose_b=True)
+        self.bias_add = ops.BiasAdd()
+
+    def construct(self, x):
+        shape = x.shape
+        y = self.matmul(x.reshape(-1, shape[-1]), self.weight.astype(x.dtype))
+        if self.has_bias:
+            y = self.bias_add(y, self.bias.astype(x.dtype))
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+    def extend_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}"

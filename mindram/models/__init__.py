@@ -1,0 +1,4 @@
+"""Model families of mindram."""
+from .clip import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize
+
+__all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "tokenize"]

@@ -1,0 +1,144 @@
+"""CLIP configuration (MindFormers / Hugging Face field names, open_clip semantics).
+
+``CLIPConfig.from_pretrained(name)`` reads the architecture YAML under
+``mindram/configs/clip/model/`` chosen by the catalog (``mindram/configs/clip/pretrained.yaml``):
+a bare MindFormers name such as ``clip_vit_b_32`` means its default weights (OpenAI, QuickGELU);
+``clip_vit_b_32.laion2b_s34b_b79k`` names other weights; an architecture name such as
+``clip_vit_b_32_quickgelu`` is the architecture alone.
+"""
+import dataclasses
+import math
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from ... import catalog
+from ...config import MindFormerConfig
+from ...errors import ConfigError
+from ...layers.activation import ACTIVATIONS
+from ..configuration_utils import BaseConfig
+
+FAMILY = "clip"
+
+
+def _check_positive(owner, **values):
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{owner}.{key}: expected a positive value, got {value!r}")
+
+
+def _check_act(owner, act):
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"{owner}.hidden_act: unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+
+
+@dataclasses.dataclass
+class CLIPVisionConfig(BaseConfig):
+    """Vision tower: ViT with class token, ``ln_pre``, ``ln_post`` and a (width, D) projection."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+
+    def validate(self):
+        _check_positive("vision_config", image_size=self.image_size, patch_size=self.patch_size,
+                        num_channels=self.num_channels, hidden_size=self.hidden_size,
+                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+                        intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"vision_config.hidden_size={self.hidden_size} is not divisible by "
+                              f"num_attention_heads={self.num_attention_heads}")
+        if self.patch_size > self.image_size:
+            raise ConfigError(f"vision_config.patch_size={self.patch_size} exceeds image_size={self.image_size}")
+        _check_act("vision_config", self.hidden_act)
+
+    @property
+    def grid_size(self):
+        return self.image_size // self.patch_size
+
+
+@dataclasses.dataclass
+class CLIPTextConfig(BaseConfig):
+    """Text tower: causal transformer pooled at the EOT token (argmax of the ids)."""
+
+    vocab_size: int = 49408
+    max_position_embeddings: int = 77
+    hidden_size: int = 512
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    intermediate_size: int = 2048
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+
+    def validate(self):
+        _check_positive("text_config", vocab_size=self.vocab_size,
+                        max_position_embeddings=self.max_position_embeddings, hidden_size=self.hidden_size,
+                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+                        intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"text_config.hidden_size={self.hidden_size} is not divisible by "
+                              f"num_attention_heads={self.num_attention_heads}")
+        _check_act("text_config", self.hidden_act)
+
+
+@dataclasses.dataclass
+class CLIPConfig(BaseConfig):
+    """Both towers, the shared embedding width and the logit scale."""
+
+    text_config: Optional[CLIPTextConfig] = None
+    vision_config: Optional[CLIPVisionConfig] = None
+    projection_dim: int = 512
+    logit_scale_init_value: float = math.log(1 / 0.07)
+    checkpoint_name_or_path: Optional[str] = None
+    compute_dtype: str = "float32"
+
+    nested = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
+
+    def validate(self):
+        _check_positive("CLIPConfig", projection_dim=self.projection_dim)
+        if self.compute_dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"CLIPConfig.compute_dtype: expected float32, float16 or bfloat16, "
+                              f"got {self.compute_dtype!r}")
+
+    # ---- construction from names, files and directories ----
+    @classmethod
+    def show_support_list(cls):
+        """Every name accepted by ``from_pretrained`` (architectures and architecture.weights)."""
+        return catalog.support_list(FAMILY)
+
+    @classmethod
+    def from_yaml(cls, path):
+        """Read a model YAML (MindFormers layout ``model.model_config`` or a bare mapping)."""
+        data = MindFormerConfig(str(path)).to_dict()
+        data = data.get("model", data)
+        data = data.get("model_config", data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    @classmethod
+    def from_pretrained(cls, name_or_path):
+        """Config of a supported model name, a ``.yaml`` file, or a directory with ``config.yaml``."""
+        path = Path(str(name_or_path)).expanduser()
+        if path.is_dir():
+            if not (path / "config.yaml").is_file():
+                raise ConfigError(f"{path}: directory has no config.yaml (written by save_pretrained)")
+            return cls.from_yaml(path / "config.yaml")
+        if path.suffix in (".yaml", ".yml"):
+            return cls.from_yaml(path)
+        record = catalog.resolve(FAMILY, str(name_or_path))
+        config = cls.from_yaml(record.arch_file)
+        return config.replace(checkpoint_name_or_path=record.name)
+
+    def save(self, path):
+        """Write this config as a MindFormers-layout YAML."""
+        data = {"model": {"arch": {"type": "CLIPModel"}, "model_config": {"type": "CLIPConfig", **self.to_dict()}}}
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,254 @@
+"""CLIP eval-time image preprocessing with PIL + numpy, matching open_clip 3.3.0's eval transform.
+
+Reference pipeline (``open_clip.image_transform(S, is_train=False)``, torchvision PIL backend)::
+
+    shortest: Resize(S) -> CenterCrop(S) -> convert('RGB') -> ToTensor -> Normalize
+    longest:  ResizeKeepRatio(S, longest=1) -> CenterCropOrPad(S, fill) -> ...same tail
+    squash:   Resize((S, S)) -> ...same tail
+
+Resizing and cropping run on the image *in its original PIL mode* (before ``convert('RGB')``), so PIL's
+mode-specific behaviour is part of the reference: '1' and 'P' always resize with NEAREST, 'RGBA'/'LA' resize
+premultiplied by alpha, 'L' stays single-channel, and pads use each mode's own 0 (CMYK 0 is white, 'P' 0 is
+palette entry 0). We replay the same PIL calls in the same order, so every 8-bit mode matches bit for bit.
+
+Deliberate departures from the reference (each documented on :class:`CLIPImageProcessor`):
+  * 16-bit / 32-bit data ('I;16*', 'I', 'F' images, uint16 arrays): PIL's convert('RGB') clips these to
+    255 (almost all white); we scale value/257 (rounded, clipped to 0..255) to 8-bit first.
+  * ``alpha_background`` (opt-in): composite transparent images onto a colour; the default (None) keeps the
+    reference behaviour of dropping alpha (after a premultiplied resize, fully transparent pixels are black).
+  * ``apply_exif_orientation`` (opt-in): the reference ignores EXIF orientation; default False matches it.
+"""
+import errno
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ...errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_RESIZE_MODES = ("shortest", "longest", "squash")
+_HIGH_BIT_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+_ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, str, os.PathLike, or a list/tuple of these"
+_ACCEPTED_SHAPES = "(H, W) or (H, W, C) with C in {1, 2, 3, 4}"
+_DICT_KEYS = ("image_size", "mean", "std", "interpolation", "resize_mode", "fill_color",
+              "apply_exif_orientation", "alpha_background")
+
+ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
+
+
+def _to_uint8_16bit(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit-range data (0..65535) to uint8 by value/257, rounded and clipped."""
+    return np.clip(np.rint(np.asarray(arr, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _array_to_pil(arr: np.ndarray) -> Image.Image:
+    """Convert a numpy image to PIL (see CLIPImageProcessor for the dtype rules)."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))) or 0 in arr.shape:
+        raise DataError(f"numpy image has unsupported shape {arr.shape}; accepted shapes: {_ACCEPTED_SHAPES} "
+                        "with H, W > 0 (CHW arrays must be transposed to HWC; pass a batch as a list)")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = _to_uint8_16bit(arr)
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise DataError(f"float numpy image must hold values in [0, 1]; got range [{lo}, {hi}] "
+                            "(pass uint8 for 0..255 data or uint16 for 0..65535 data)")
+        arr = np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
+        lo, hi = int(np.min(arr)), int(np.max(arr))
+        if lo < 0 or hi > 255:
+            raise DataError(f"integer numpy image of dtype {arr.dtype} must hold values in [0, 255]; got range "
+                            f"[{lo}, {hi}] (use uint16 for 16-bit data)")
+        arr = arr.astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise DataError(f"numpy image has unsupported dtype {arr.dtype}; "
+                        "accepted: uint8, uint16, bool, float in [0, 1]")
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _open_path(path: Union[str, os.PathLike], apply_exif: bool) -> Image.Image:
+    """Open and fully decode an image file; missing -> FileNotFoundError, undecodable -> DataError."""
+    path_str = os.fspath(path)
+    if not os.path.exists(path_str):
+        raise FileNotFoundError(errno.ENOENT, "image file not found", path_str)
+    try:
+        with Image.open(path_str) as im:
+            im.load()
+            out = ImageOps.exif_transpose(im) if apply_exif else im
+            return out.copy() if out is im else out  # detach from the file before it is closed
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on corrupt data
+        raise DataError(f"cannot read image file {path_str!r}: {type(e).__name__}: {e}") from e
+
+
+def _pad(img: Image.Image, ltrb: List[int], fill: int) -> Image.Image:
+    """torchvision's PIL constant pad: per-mode fill, 'P' keeps its palette."""
+    n = len(img.getbands())
+    fill_value: Any = tuple([int(fill)] * n) if n > 1 else int(fill)
+    if img.mode == "P":
+        palette = img.getpalette()
+        out = ImageOps.expand(img, border=tuple(ltrb), fill=fill_value)
+        out.putpalette(palette)
+        return out
+    return ImageOps.expand(img, border=tuple(ltrb), fill=fill_value)
+
+
+def _center_crop_or_pad(img: Image.Image, size: int, fill: int) -> Image.Image:
+    """torchvision center_crop / open_clip center_crop_or_pad on a PIL image."""
+    w, h = img.size
+    if size > w or size > h:
+        ltrb = [(size - w) // 2 if size > w else 0, (size - h) // 2 if size > h else 0,
+                (size - w + 1) // 2 if size > w else 0, (size - h + 1) // 2 if size > h else 0]
+        img = _pad(img, ltrb, fill)
+        w, h = img.size
+        if (w, h) == (size, size):
+            return img
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+class CLIPImageProcessor:
+    """Eval-time CLIP preprocessing, identical to open_clip 3.3.0's ``image_transform(..., is_train=False)``.
+
+    Args:
+        image_size: output side S; the result is ``(3, S, S)`` per image.
+        mean, std: per-channel normalisation (a scalar is repeated for the 3 channels).
+        interpolation: "bicubic" or "bilinear" (the modes open_clip supports; PIL always antialiases).
+        resize_mode: "shortest" (short side -> S, long side ``int(S * long / short)``, centre crop),
+            "longest" (long side -> S with ``round(side / ratio)``, centred pad with ``fill_color``) or
+            "squash" (resize straight to S x S).
+        apply_exif_orientation: apply ``PIL.ImageOps.exif_transpose`` to files and PIL images. The reference
+            (``Image.open`` + open_clip) ignores EXIF orientation, so the default False matches it.
+        alpha_background: None (default, reference behaviour: alpha is dropped by ``convert('RGB')``; fully
+            transparent pixels come out black where PIL resized RGBA/LA premultiplied, else they show the colour
+            stored under them) or an ``(r, g, b)`` colour onto which images with alpha (RGBA, LA, PA,
+            transparent P...) are composited first.
+        fill_color: pad value for resize_mode "longest" (open_clip's ``PreprocessCfg.fill_color``).
+
+    Inputs: a PIL image, a numpy array, a file path (str / PathLike), or a list/tuple mixing these.
+    Numpy rules: shapes (H, W) or (H, W, C) with C in {1, 2, 3, 4} (L, LA, RGB, RGBA); uint8 is used as is;
+    uint16 is 16-bit data scaled by 1/257 (rounded); float arrays must lie in [0, 1] and become
+    ``rint(x * 255)``; bool becomes 0/255; other integer dtypes must lie in [0, 255].
+    PIL images of every 8-bit mode follow the reference exactly (resize/crop in the original mode, then
+    ``convert('RGB')``). Deliberate difference: 16/32-bit modes ('I;16', 'I;16B', 'I', 'F') are clipped to 255
+    by the reference's ``convert('RGB')``; here they are treated as 0..65535 data and scaled by 1/257 to 'L'.
+    """
+
+    def __init__(self, image_size: int = 224, mean: Union[float, Sequence[float]] = OPENAI_MEAN,
+                 std: Union[float, Sequence[float]] = OPENAI_STD, interpolation: str = "bicubic",
+                 resize_mode: str = "shortest", apply_exif_orientation: bool = False,
+                 alpha_background: Optional[Tuple[int, int, int]] = None, fill_color: int = 0):
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+            raise ConfigError(f"image_size must be a positive int, got {image_size!r}")
+        if interpolation not in _INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}")
+        if resize_mode not in _RESIZE_MODES:
+            raise ConfigError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
+        mean = tuple(float(m) for m in mean) if isinstance(mean, (list, tuple)) else (float(mean),) * 3
+        std = tuple(float(s) for s in std) if isinstance(std, (list, tuple)) else (float(std),) * 3
+        if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
+            raise ConfigError(f"mean and std must have 3 values with non-zero std, got mean={mean}, std={std}")
+        if alpha_background is not None:
+            if len(alpha_background) != 3 or not all(0 <= int(c) <= 255 for c in alpha_background):
+                raise ConfigError(f"alpha_background must be None or an (r, g, b) of 0..255, got {alpha_background!r}")
+            alpha_background = tuple(int(c) for c in alpha_background)
+        self.image_size = int(image_size)
+        self.mean, self.std = mean, std
+        self.interpolation = interpolation
+        self.resize_mode = resize_mode
+        self.apply_exif_orientation = bool(apply_exif_orientation)
+        self.alpha_background = alpha_background
+        self.fill_color = int(fill_color)
+        self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Constructor arguments as a plain (YAML-friendly) dict."""
+        d = {k: getattr(self, k) for k in _DICT_KEYS}
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.alpha_background is not None:
+            d["alpha_background"] = list(self.alpha_background)
+        return d
+
+    @classmethod
+    def from_dict(cls, cfg: Dict[str, Any]) -> "CLIPImageProcessor":
+        """Build from a dict with keys among ``image_size, mean, std, interpolation, resize_mode, fill_color,
+        apply_exif_orientation, alpha_background``; unknown keys raise ConfigError."""
+        unknown = sorted(set(cfg) - set(_DICT_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown image processor key(s) {unknown}; allowed: {list(_DICT_KEYS)}")
+        return cls(**cfg)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    def _load(self, image: ImageInput) -> Image.Image:
+        """Turn one input into a PIL image in a mode the reference pipeline handles."""
+        if isinstance(image, Image.Image):
+            if self.apply_exif_orientation:
+                image = ImageOps.exif_transpose(image)
+        elif isinstance(image, np.ndarray):
+            image = _array_to_pil(image)
+        elif isinstance(image, (str, os.PathLike)):
+            image = _open_path(image, self.apply_exif_orientation)
+        else:
+            raise TypeError(f"unsupported image type {type(image).__name__}; expected {_ACCEPTED_TYPES}")
+        if image.width == 0 or image.height == 0:
+            raise DataError(f"image has empty size {image.size}")
+        if image.mode in _HIGH_BIT_MODES:
+            logger.debug("scaling %s-mode image to 8-bit 'L' by 1/257", image.mode)
+            image = Image.fromarray(_to_uint8_16bit(np.asarray(image)))
+        if self.alpha_background is not None and (
+                any(b in ("A", "a") for b in image.getbands()) or "transparency" in image.info):
+            background = Image.new("RGBA", image.size, self.alpha_background + (255,))
+            image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+        return image
+
+    def _resize_crop(self, img: Image.Image) -> Image.Image:
+        """Resize + crop/pad in the image's own mode, exactly as torchvision's PIL path does."""
+        s, resample = self.image_size, _INTERPOLATIONS[self.interpolation]
+        w, h = img.size
+        if self.resize_mode == "shortest":
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(s * long / short)
+            size = (s, new_long) if w <= h else (new_long, s)
+        elif self.resize_mode == "longest":
+            ratio = max(h / s, w / s)
+            size = (round(w / ratio), round(h / ratio))
+        else:
+            size = (s, s)
+        if size != (w, h):
+            img = img.resize(size, resample)
+        if self.resize_mode == "squash":
+            return img
+        return _center_crop_or_pad(img, s, self.fill_color if self.resize_mode == "longest" else 0)
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """Preprocess one image into a float32 ``(3, S, S)`` array."""
+        img = self._resize_crop(self._load(image))
+        try:
+            rgb = img.convert("RGB")
+        except ValueError as e:
+            raise DataError(f"cannot convert PIL mode {img.mode!r} to RGB: {e}") from e
+        chw = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+        return (chw - self._mean) / self._std
+
+    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:
+        """Preprocess one image or a list/tuple of images into a float32 ``(N, 3, S, S)`` batch."""
+        if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise DataError("empty image list: expected at least one image")
+            return np.stack([self.preprocess(im) for im in images])
+        return self.preprocess(images)[None]

@@ -1,0 +1,140 @@
+"""CLIP (OpenAI / open_clip ViT towers) in MindSpore.
+
+Parameter names mirror open_clip: the vision tower under ``visual.*`` exactly as open_clip and
+OpenAI name it; the text tower under ``text.*`` (open_clip's ``CustomTextCLIP`` layout — the
+classic CLIP keys ``token_embedding``, ``positional_embedding``, ``transformer``, ``ln_final``,
+``text_projection`` simply gain the ``text.`` prefix); ``logit_scale`` at the top.
+
+``construct(pixel_values, input_ids)`` returns ``(logits_per_image, logits_per_text)`` in every
+mode; losses live in :mod:`mindram.losses`.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
+from ...utils.graph import run_in_graph_mode
+from ..modeling_utils import PreTrainedModel
+from .configuration import CLIPConfig
+
+_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+
+
+def _normal(shape, std, rng):
+    return Parameter(Tensor(rng.normal(0.0, std, shape).astype(np.float32)))
+
+
+def l2_normalize(x, eps=1e-12):
+    """x / max(||x||, eps) over the last axis (torch ``F.normalize``)."""
+    norm = ops.sqrt((x * x).sum(axis=-1, keepdims=True))
+    return x / ops.maximum(norm, eps)
+
+
+class VisionTransformer(nn.Cell):
+    """Patch embedding + class token + positions → ln_pre → transformer → ln_post(token 0) @ proj."""
+
+    def __init__(self, config, output_dim, compute_dtype=ms.float32):
+        super().__init__()
+        width, self.compute_dtype = config.hidden_size, compute_dtype
+        rng = np.random.default_rng()
+        scale = width ** -0.5
+        self.conv1 = PatchEmbed(config.num_channels, width, config.patch_size, bias=False)
+        self.class_embedding = _normal((width,), scale, rng)
+        self.positional_embedding = _normal((config.grid_size ** 2 + 1, width), scale, rng)
+        self.ln_pre = LayerNorm(width, config.layer_norm_eps)
+        self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
+                                       config.intermediate_size, config.hidden_act, config.layer_norm_eps)
+        self.ln_post = LayerNorm(width, config.layer_norm_eps)
+        self.proj = _normal((width, output_dim), scale, rng)
+
+    def construct(self, pixel_values):
+        x = self.conv1(pixel_values.astype(self.compute_dtype))
+        batch, _, width = x.shape
+        cls = ops.broadcast_to(self.class_embedding.astype(x.dtype).reshape(1, 1, width), (batch, 1, width))
+        x = ops.concat((cls, x), axis=1) + self.positional_embedding.astype(x.dtype)
+        x = self.transformer(self.ln_pre(x))
+        pooled = self.ln_post(x[:, 0, :])
+        return ops.matmul(pooled, self.proj.astype(pooled.dtype)).astype(ms.float32)
+
+
+class TextTransformer(nn.Cell):
+    """Token + position embeddings → causal transformer → ln_final at the EOT token @ projection."""
+
+    def __init__(self, config, output_dim, compute_dtype=ms.float32):
+        super().__init__()
+        width, context = config.hidden_size, config.max_position_embeddings
+        self.compute_dtype = compute_dtype
+        rng = np.random.default_rng()
+        self.token_embedding = Embedding(config.vocab_size, width, std=0.02)
+        self.positional_embedding = _normal((context, width), 0.01, rng)
+        self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
+                                       config.intermediate_size, config.hidden_act, config.layer_norm_eps)
+        self.ln_final = LayerNorm(width, config.layer_norm_eps)
+        self.text_projection = _normal((width, output_dim), width ** -0.5, rng)
+        self.attn_mask = Tensor(np.triu(np.full((context, context), -np.inf, np.float32), 1))
+        self.argmax = ops.Argmax(axis=-1, output_type=ms.int32)
+
+    def construct(self, input_ids):
+        input_ids = input_ids.astype(ms.int32)
+        batch, length = input_ids.shape
+        x = self.token_embedding(input_ids).astype(self.compute_dtype)
+        x = x + self.positional_embedding[:length].astype(x.dtype)
+        x = self.transformer(x, self.attn_mask[:length, :length])
+        # the EOT token has the largest id; layer norm is per token, so pool first
+        eot = self.argmax(input_ids) + ops.arange(0, batch, dtype=ms.int32) * length
+        pooled = self.ln_final(ops.gather(x.reshape(batch * length, -1), eot, 0))
+        return ops.matmul(pooled, self.text_projection.astype(pooled.dtype)).astype(ms.float32)
+
+
+class CLIPModel(PreTrainedModel):
+    """Contrastive image-text model: ``model(pixel_values, input_ids)`` → (logits_per_image, logits_per_text).
+
+    ``get_image_features``/``get_text_features`` return projected, *un-normalised* features and run as
+    a compiled graph (see :mod:`mindram.utils.graph`); ``construct`` is graph- and PyNative-safe.
+    """
+
+    config_class = CLIPConfig
+    family = "clip"
+
+    def __init__(self, config=None):
+        config = config if config is not None else CLIPConfig()
+        if isinstance(config, dict):
+            config = CLIPConfig.from_dict(config)
+        super().__init__(config)
+        dtype = _DTYPES[config.compute_dtype]
+        self.visual = VisionTransformer(config.vision_config, config.projection_dim, dtype)
+        self.text = TextTransformer(config.text_config, config.projection_dim, dtype)
+        self.logit_scale = Parameter(Tensor(np.array(config.logit_scale_init_value, np.float32)), name="logit_scale")
+
+    @property
+    def image_size(self):
+        return self.config.vision_config.image_size
+
+    @property
+    def context_length(self):
+        return self.config.text_config.max_position_embeddings
+
+    def construct(self, pixel_values, input_ids):
+        image = l2_normalize(self.visual(pixel_values))
+        text = l2_normalize(self.text(input_ids))
+        logits_per_image = ops.exp(self.logit_scale) * ops.matmul(image, text.T)
+        return logits_per_image, logits_per_image.T
+
+    def get_image_features(self, pixel_values):
+        """(N, 3, S, S) float images → (N, D) projected image features (not normalised)."""
+        return run_in_graph_mode(self.visual, _as_tensor(pixel_values, ms.float32))
+
+    def get_text_features(self, input_ids):
+        """(N, L) token ids → (N, D) projected text features (not normalised)."""
+        return run_in_graph_mode(self.text, _as_tensor(input_ids, ms.int32))
+
+    @classmethod
+    def config_from_state_dict(cls, params, source="state dict"):
+        from .convert import config_from_state_dict
+        return config_from_state_dict(params, source=source)
+
+
+def _as_tensor(value, dtype):
+    if isinstance(value, Tensor):
+        return value.astype(dtype) if value.dtype != dtype else value
+    return Tensor(np.asarray(value), dtype)

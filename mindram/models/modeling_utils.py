@@ -1,0 +1,151 @@
+"""Shared model plumbing: strict checkpoint loading, save/load_pretrained, support lists.
+
+A model family sets ``config_class`` and ``family``; names resolve through :mod:`mindram.catalog`.
+Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither executes code.
+"""
+import logging
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn
+
+from .. import catalog
+from ..errors import CheckpointError
+from ..utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+def read_checkpoint(path):
+    """Read a ``.ckpt`` or ``.safetensors`` file into ``{name: np.ndarray}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    fmt = "safetensors" if path.suffix == ".safetensors" else "ckpt"
+    try:
+        params = ms.load_checkpoint(str(path), format=fmt)
+    except Exception as e:  # mindspore raises ValueError/RuntimeError with little context
+        raise CheckpointError(f"cannot read checkpoint {path} as {fmt}: {e}") from e
+    return {k: v.asnumpy() for k, v in params.items()}
+
+
+def write_checkpoint(params, path):
+    """Write ``{name: np.ndarray | Tensor}`` as a MindSpore ``.ckpt``, atomically."""
+    entries = [{"name": k, "data": v if isinstance(v, Tensor) else Tensor(np.ascontiguousarray(v))}
+               for k, v in params.items()]
+    with atomic_write(path) as tmp:
+        ms.save_checkpoint(entries, tmp)
+    return Path(path)
+
+
+def load_state_dict(model, params, strict=True, source="state dict"):
+    """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness.
+
+    Returns ``(missing, unexpected)``. With ``strict`` any missing/unexpected key or shape mismatch
+    raises :class:`CheckpointError` listing them all.
+    """
+    own = {p.name: p for p in model.get_parameters()}
+    # MindSpore checkpoints store 0-d tensors (e.g. logit_scale) as shape (1,)
+    params = {k: (np.reshape(v, ()) if k in own and own[k].shape == () and np.size(v) == 1 else v)
+              for k, v in params.items()}
+    missing = sorted(set(own) - set(params))
+    unexpected = sorted(set(params) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(np.shape(params[k]))} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(params)) if tuple(np.shape(params[k])) != tuple(own[k].shape)]
+    if mismatched or (strict and (missing or unexpected)):
+        raise CheckpointError(
+            f"{source} does not match {type(model).__name__}: {len(missing)} missing {missing[:10]}, "
+            f"{len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape mismatches {mismatched[:10]}")
+    for name, param in own.items():
+        if name in params:
+            value = np.asarray(params[name])
+            param.set_data(Tensor(value.astype(ms.dtype_to_nptype(param.dtype), copy=False)))
+    if missing or unexpected:
+        logger.warning("%s: %d missing keys %s, %d unexpected keys %s", source, len(missing), missing[:10],
+                       len(unexpected), unexpected[:10])
+    return missing, unexpected
+
+
+class PreTrainedModel(nn.Cell):
+    """Base of mindram models: ``from_pretrained``, ``save_pretrained``, ``show_support_list``."""
+
+    config_class = None
+    family = None
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def show_support_list(cls):
+        """Names accepted by ``from_pretrained`` (scanned from the config files, never a hand list)."""
+        return catalog.support_list(cls.family)
+
+    def state_dict(self):
+        """``{name: np.ndarray}`` of every parameter."""
+        return {p.name: p.asnumpy() for p in self.get_parameters()}
+
+    def load_weights(self, source, strict=True):
+        """Load a ``.ckpt``/``.safetensors`` path or a ``{name: array}`` dict into this model."""
+        if isinstance(source, dict):
+            return load_state_dict(self, source, strict=strict)
+        return load_state_dict(self, read_checkpoint(source), strict=strict, source=str(source))
+
+    def save_pretrained(self, directory):
+        """Write ``config.yaml`` and ``model.ckpt`` into ``directory`` (atomically each)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_write(directory / "config.yaml") as tmp:
+            self.config.save(tmp)
+        write_checkpoint(self.state_dict(), directory / "model.ckpt")
+        return directory
+
+    @classmethod
+    def _config_for_checkpoint(cls, ckpt_path):
+        """Config stored beside a checkpoint (``<stem>.yaml``), else inferred from its shapes."""
+        sidecar = Path(ckpt_path).with_suffix(".yaml")
+        if sidecar.is_file():
+            return cls.config_class.from_yaml(sidecar), None
+        params = read_checkpoint(ckpt_path)
+        return cls.config_from_state_dict(params, source=str(ckpt_path)), params
+
+    @classmethod
+    def config_from_state_dict(cls, params, source="state dict"):
+        raise CheckpointError(f"{cls.__name__} cannot infer its config from {source}; "
+                              f"put a config.yaml beside it")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **config_overrides):
+        """Build and load a model from a supported name, a directory (``config.yaml`` + ``.ckpt``)
+        or a ``.ckpt``/``.safetensors`` file (config from ``<stem>.yaml`` or inferred from shapes)."""
+        path = Path(str(name_or_path)).expanduser()
+        params = None
+        if path.is_dir():
+            config = cls.config_class.from_pretrained(path)
+            ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
+            if not ckpts:
+                raise CheckpointError(f"{path}: no .ckpt or .safetensors file in the directory")
+            ckpt = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
+        elif path.suffix in (".ckpt", ".safetensors"):
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+            config, params = cls._config_for_checkpoint(path)
+            ckpt = path
+        else:
+            record = catalog.resolve(cls.family, str(name_or_path))
+            config = cls.config_class.from_pretrained(record.name)
+            ckpt = record.checkpoint_path
+            if not ckpt.is_file():
+                raise record.missing_checkpoint_error()
+        if config_overrides:
+            config = config.replace(**config_overrides)
+        model = cls(config)
+        model.load_weights(params if params is not None else ckpt)
+        model.set_train(False)
+        logger.info("loaded %s from %s", cls.__name__, ckpt)
+        return model
+
+
+def zeros_parameter(shape, name):
+    return Parameter(Tensor(np.zeros(shape, np.float32)), name=name)
