@@ -42,7 +42,10 @@ class BaseConfig:
                 if value is None:
                     value = cls()
                 elif isinstance(value, dict):
-                    value = cls.from_dict(value)
+                    try:
+                        value = cls.from_dict(value)
+                    except ConfigError as e:
+                        raise ConfigError(f"{type(self).__name__}.{field.name} -> {e}") from e
                 elif not isinstance(value, cls):
                     raise ConfigError(f"{type(self).__name__}.{field.name}: expected a mapping or "
                                       f"{cls.__name__}, got {type(value).__name__}")

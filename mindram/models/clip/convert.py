@@ -153,10 +153,10 @@ def config_from_state_dict(params, hidden_act=None, source="state dict"):
         config = CLIPConfig.from_dict({
             "projection_dim": sig["projection_dim"],
             "vision_config": {"image_size": grid * patch, "patch_size": patch, "hidden_size": vw,
-                              "num_hidden_layers": vl, "num_attention_heads": vw // 64, "intermediate_size": vi,
+                              "num_hidden_layers": vl, "num_attention_heads": max(1, vw // 64), "intermediate_size": vi,
                               "hidden_act": "gelu"},
             "text_config": {"vocab_size": vocab, "max_position_embeddings": ctx, "hidden_size": tw,
-                            "num_hidden_layers": tl, "num_attention_heads": tw // 64, "intermediate_size": ti,
+                            "num_hidden_layers": tl, "num_attention_heads": max(1, tw // 64), "intermediate_size": ti,
                             "hidden_act": "gelu"}})
     if hidden_act is not None:
         config = config.replace(vision_config=config.vision_config.replace(hidden_act=hidden_act),
@@ -224,6 +224,7 @@ def convert_file(torch_path, mindspore_path, model_name=None):
     """
     from ..modeling_utils import write_checkpoint
     source, hidden_act, fmt = _read_source(torch_path)
+    ignored = sorted(k for k in source if k in IGNORED_KEYS)
     params = convert_state_dict(source)
     if model_name is not None:
         record = catalog.resolve(FAMILY, model_name)
@@ -250,7 +251,7 @@ def convert_file(torch_path, mindspore_path, model_name=None):
     write_checkpoint(params, mindspore_path)
     config.save(mindspore_path.with_suffix(".yaml"))
     return {"format": fmt, "architecture": arch, "hidden_act": config.vision_config.hidden_act,
-            "parameters": len(params), "missing": missing, "unexpected": unexpected,
+            "parameters": len(params), "missing": missing, "unexpected": unexpected, "ignored": ignored,
             "mindspore_path": str(mindspore_path), "config_path": str(mindspore_path.with_suffix(".yaml"))}
 
 
@@ -268,5 +269,6 @@ def main(argv=None):
     print(f"converted {args.torch_path} ({report['format']}) -> {report['mindspore_path']}\n"
           f"  architecture {report['architecture']}, activation {report['hidden_act']}, "
           f"{report['parameters']} tensors\n  missing keys: {report['missing'] or 'none'}\n"
-          f"  unexpected keys (dropped): {report['unexpected'] or 'none'}\n  config: {report['config_path']}")
+          f"  unexpected keys (dropped): {report['unexpected'] or 'none'}\n"
+          f"  ignored non-parameter entries: {report['ignored'] or 'none'}\n  config: {report['config_path']}")
     return report
