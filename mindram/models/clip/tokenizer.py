@@ -110,8 +110,9 @@ class BPETokenizer:
             parts = merged
         if len(self._cache) >= _CACHE_LIMIT:
             self._reset_cache()
-        self._cache[word] = tuple(parts)
-        return self._cache[word]
+        result = tuple(parts)
+        self._cache[word] = result  # returned from the local: another thread may reset the cache meanwhile
+        return result
 
     def _reset_cache(self) -> None:
         # Special tokens written literally in the input (after cleaning) map to their own ids.

@@ -1,0 +1,38 @@
+"""Datasets for CLIP training and evaluation, built on ``mindspore.dataset``.
+
+Sources (annotation parsers; ``len(src)``, ``src[i] -> Record(image, caption, label)``):
+:class:`Flickr8k`, :class:`Cifar100`, :class:`CocoKarpathy`, :class:`CaptionTable`, :class:`ImageFolder`,
+:class:`SyntheticCaptions`. Pipeline: :func:`build_clip_dataset` (decode + preprocess + tokenise in workers,
+seeded shuffling, bad-image substitution, exact mid-epoch resume).
+"""
+from .base import DataStats, Record, RecordSource
+from .builder import build_clip_dataset, output_columns
+from .caption_table import CaptionTable
+from .cifar import Cifar100
+from .coco_karpathy import CocoKarpathy
+from .flickr8k import Flickr8k
+from .image_folder import ImageFolder
+from .safe_pickle import UnsafePickleError, load_restricted_pickle
+from .sampler import ResumableSampler, steps_per_epoch
+from .synthetic import SyntheticCaptions
+from .transforms import EvalTransform, TrainTransform
+
+#: name -> source class (the registry wires these as MindFormerModuleType.DATASET).
+DATASETS = {
+    "flickr8k": Flickr8k,
+    "cifar100": Cifar100,
+    "coco_karpathy": CocoKarpathy,
+    "caption_table": CaptionTable,
+    "image_folder": ImageFolder,
+    "synthetic_captions": SyntheticCaptions,
+}
+
+__all__ = ["DATASETS", "CaptionTable", "Cifar100", "CocoKarpathy", "DataStats", "EvalTransform", "Flickr8k",
+           "ImageFolder", "Record", "RecordSource", "ResumableSampler", "SyntheticCaptions", "TrainTransform",
+           "UnsafePickleError", "build_clip_dataset", "load_restricted_pickle", "output_columns",
+           "steps_per_epoch"]
+
+from ..registry import MindFormerModuleType, MindFormerRegister  # noqa: E402
+
+for _name, _cls in DATASETS.items():
+    MindFormerRegister.register_cls(_cls, MindFormerModuleType.DATASET, alias=_name)
