@@ -1,4 +1,8 @@
-"""mindram: CLIP and Recognize Anything (RAM, RAM++) on MindSpore."""
+"""mindram: CLIP and Recognize Anything (RAM, RAM++) on MindSpore.
+
+Flow: YAML config → :class:`MindFormerConfig` → registry (:class:`MindFormerRegister`) builds the
+model/processor/dataset → task (``mindram.trainer.tasks``) → :class:`Trainer` or :func:`pipeline`.
+"""
 import os as _os
 
 # MindSpore logs INFO/WARNING lines from C++ at import; keep them off unless the user asks (GLOG_v).
@@ -8,8 +12,13 @@ from . import losses  # noqa: E402
 from .config import MindFormerConfig  # noqa: E402
 from .models.clip import (  # noqa: E402
     CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize)
+from .registry import MindFormerModuleType, MindFormerRegister, build_from_cfg  # noqa: E402
+from . import data  # noqa: E402,F401  (registers the datasets)
+from .trainer import Trainer, TrainingArguments  # noqa: E402
+from .pipeline import pipeline  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "MindFormerConfig", "losses",
-           "tokenize", "__version__"]
+__all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "MindFormerConfig",
+           "MindFormerModuleType", "MindFormerRegister", "Trainer", "TrainingArguments", "build_from_cfg", "losses",
+           "pipeline", "tokenize", "__version__"]

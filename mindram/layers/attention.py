@@ -6,6 +6,7 @@ feature axis before the head transpose (integer-indexing a packed (3, B, H, N, D
 StridedSlice on CPU).
 """
 import numpy as np
+from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
 from .linear import Linear
@@ -22,7 +23,7 @@ class MultiheadAttention(nn.Cell):
         self.head_dim = self.dim // self.num_heads
         self.scale = self.head_dim ** -0.5
         bound = float(np.sqrt(6.0 / (4 * self.dim)))  # xavier_uniform on (3C, C), as torch
-        rng = np.random.default_rng()
+        rng = init_rng()
         self.in_proj_weight = Parameter(
             Tensor(rng.uniform(-bound, bound, (3 * self.dim, self.dim)).astype(np.float32)), name="in_proj_weight")
         self.in_proj_bias = Parameter(Tensor(np.zeros(3 * self.dim, np.float32)), name="in_proj_bias")

@@ -1,5 +1,6 @@
 """Token embedding with torch's parameter name (``weight``), a plain row gather."""
 import numpy as np
+from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
 
@@ -9,7 +10,7 @@ class Embedding(nn.Cell):
     def __init__(self, num_embeddings, embedding_dim, std=0.02):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        init = np.random.default_rng().normal(0.0, std, (self.num_embeddings, self.embedding_dim))
+        init = init_rng().normal(0.0, std, (self.num_embeddings, self.embedding_dim))
         self.weight = Parameter(Tensor(init.astype(np.float32)), name="weight")
 
     def construct(self, ids):

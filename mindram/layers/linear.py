@@ -6,12 +6,13 @@ fast GEMM path and never broadcasts the weight into a batched matmul (see specs/
 import math
 
 import numpy as np
+from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
 
 def uniform_init(shape, bound, rng=None):
     """Uniform(-bound, bound) float32 array (torch's default Linear init has bound 1/sqrt(fan_in))."""
-    rng = rng or np.random.default_rng()
+    rng = rng or init_rng()
     return Tensor(rng.uniform(-bound, bound, size=shape).astype(np.float32))
 
 

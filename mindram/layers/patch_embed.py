@@ -6,6 +6,7 @@ flatten each patch in (channel, row, col) order and multiply by the conv weight 
 The parameter keeps the conv layout (C_out, C_in, P, P) and torch's name ``weight``.
 """
 import numpy as np
+from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
 
@@ -18,7 +19,7 @@ class PatchEmbed(nn.Cell):
         self.in_chans, self.embed_dim, self.patch_size = int(in_chans), int(embed_dim), int(patch_size)
         fan_in = self.in_chans * self.patch_size ** 2
         bound = 1.0 / np.sqrt(fan_in)
-        rng = np.random.default_rng()
+        rng = init_rng()
         shape = (self.embed_dim, self.in_chans, self.patch_size, self.patch_size)
         self.weight = Parameter(Tensor(rng.uniform(-bound, bound, shape).astype(np.float32)), name="weight")
         self.has_bias = bool(bias)

@@ -22,10 +22,14 @@ class ClipLoss(nn.Cell):
 
 
 class CLIPWithLoss(nn.Cell):
-    """Joins a CLIP model and :class:`ClipLoss` into one cell (the task cell used for training)."""
+    """Joins a CLIP model and :class:`ClipLoss` into one cell (the task cell used for training).
+
+    ``auto_prefix=False`` keeps the model's parameter names unchanged (no ``model.`` prefix), so
+    checkpoints written during training load into a bare model.
+    """
 
     def __init__(self, model, loss=None):
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.model = model
         self.loss = loss if loss is not None else ClipLoss()
 

@@ -46,9 +46,9 @@ def load_state_dict(model, params, strict=True, source="state dict"):
     raises :class:`CheckpointError` listing them all.
     """
     own = {p.name: p for p in model.get_parameters()}
-    # MindSpore checkpoints store 0-d tensors (e.g. logit_scale) as shape (1,)
-    params = {k: (np.reshape(v, ()) if k in own and own[k].shape == () and np.size(v) == 1 else v)
-              for k, v in params.items()}
+    # scalars: torch stores 0-d tensors, MindSpore keeps them as (1,) (e.g. CLIP's logit_scale)
+    params = {k: (np.reshape(v, own[k].shape) if k in own and np.size(v) == 1 and int(np.prod(own[k].shape)) == 1
+                  else v) for k, v in params.items()}
     missing = sorted(set(own) - set(params))
     unexpected = sorted(set(params) - set(own))
     mismatched = [f"{k}: checkpoint {tuple(np.shape(params[k]))} vs model {tuple(own[k].shape)}"

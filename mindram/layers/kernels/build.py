@@ -6,7 +6,7 @@ the source text, the compiler flags, the compiler's version and the CPU's featur
 temporary name and is renamed into place, so concurrent builds (two processes, two threads) are
 safe: the last rename wins and both results are identical.
 
-Nothing here imports MindSpore; :func:`kernel_library` returns ``None`` (after logging one warning)
+This module does not use MindSpore; :func:`kernel_library` returns ``None`` (after logging one warning)
 when kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``), no compiler is found, the build fails or
 the built library gives wrong numbers, and callers then use MindSpore's built-in ops.
 """

@@ -9,7 +9,6 @@
 // OpenMP pool whose idle threads would spin and steal cores from oneDNN's matmuls); the count is
 // the CPUs in this thread's affinity mask, at most 8, or $MINDRAM_KERNEL_THREADS.
 #include <sched.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -18,7 +17,7 @@
 
 namespace {
 
-// exp(a) for a <= 0 (Cody-Waite reduction + degree-6 minimax polynomial, ~1 ulp); 0 below -87.
+// exp(a) for a <= 0: Cody-Waite reduction + Cephes expf polynomial (~1 ulp); 0 below -87.
 inline float exp_nonpos(float a) {
   a = a < -87.0f ? -87.0f : a;  // keeps 2^n a normal float; NaN passes through unchanged
   const float n = std::nearbyint(a * 1.44269504088896341f);
@@ -31,7 +30,7 @@ inline float exp_nonpos(float a) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return a <= -87.0f ? 0.0f : p * scale;
@@ -72,7 +71,6 @@ int thread_count() {
       return n < 1 ? 1 : (n > 8 ? 8 : n);
     }
     cpu_set_t set;
-    CPU_ZERO(&set);
     const int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
     return n < 1 ? 1 : (n > 8 ? 8 : n);
   }();
@@ -100,13 +98,13 @@ void parallel_for(int64_t n, int64_t grain, F fn) {
   for (int i = 0; i < started; ++i) workers[i].join();
 }
 
-constexpr int64_t kGrain = 1 << 17;  // elements per thread, at least (a thread start costs ~20 us)
+constexpr int64_t kGrain = 1 << 17;  // min elements per thread (starting one costs tens of us)
 
 }  // namespace
 
 extern "C" int MindramGelu(int nparam, void **params, int *ndims, int64_t **shapes,
                            const char **dtypes, void *stream, void *extra) {
-  (void)stream; (void)extra;
+  (void)stream, (void)extra;
   if (nparam != 2 || std::strcmp(dtypes[0], "float32") != 0) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
@@ -121,7 +119,7 @@ extern "C" int MindramGelu(int nparam, void **params, int *ndims, int64_t **shap
 // Two-pass mean / variance and the affine map in double, one rounding to float at the end.
 extern "C" int MindramLayerNorm(int nparam, void **params, int *ndims, int64_t **shapes,
                                 const char **dtypes, void *stream, void *extra) {
-  (void)stream; (void)extra;
+  (void)stream, (void)extra;
   if (nparam != 5 || ndims[0] < 1) return 1;
   for (int i = 0; i < 5; ++i)
     if (std::strcmp(dtypes[i], "float32") != 0) return 1;

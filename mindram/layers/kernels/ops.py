@@ -19,6 +19,16 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def _same_shape(*shapes):
+    """Output shape = first input's shape."""
+    return shapes[0]
+
+
+def _same_dtype(*dtypes):
+    """Output dtype = first input's dtype."""
+    return dtypes[0]
+
+
 def _custom(lib, name, bprop):
     """ops.Custom for entry point ``name`` of ``lib``; None (one warning) if MindSpore refuses it."""
     try:
@@ -27,14 +37,6 @@ def _custom(lib, name, bprop):
     except (TypeError, ValueError, RuntimeError) as e:  # e.g. outside MS_CUSTOM_AOT_WHITE_LIST
         warn_once(f"MindSpore rejected the mindram kernel {name} ({e}); using built-in ops")
         return None
-
-
-def _same_shape(*shapes):
-    return shapes[0]
-
-
-def _same_dtype(*dtypes):
-    return dtypes[0]
 
 
 def _gelu_bprop(x, out, dout):  # pylint: disable=unused-argument

@@ -86,13 +86,18 @@ def convert_state_dict(sd):
         else:
             name = key  # reported as unexpected by the loader
         array = np.asarray(value)
+        if name == "logit_scale":
+            array = array.reshape(1)
         out[name] = array.astype(np.float32) if array.dtype != np.float32 else array
     return out
 
 
 def to_open_clip_state_dict(params):
-    """Inverse of :func:`convert_state_dict`: mindram names → open_clip/OpenAI names."""
-    return {(k[len("text."):] if k.startswith("text.") else k): v for k, v in params.items()}
+    """Inverse of :func:`convert_state_dict`: mindram names → open_clip/OpenAI names (0-d logit_scale)."""
+    out = {(k[len("text."):] if k.startswith("text.") else k): v for k, v in params.items()}
+    if "logit_scale" in out:
+        out["logit_scale"] = np.reshape(out["logit_scale"], ())
+    return out
 
 
 def _count_layers(params, prefix):
@@ -167,7 +172,7 @@ def config_from_state_dict(params, hidden_act=None, source="state dict"):
 def expected_shapes(config):
     """``{name: shape}`` of every parameter of ``CLIPModel(config)``, without building it."""
     v, t, dim = config.vision_config, config.text_config, config.projection_dim
-    shapes = {"logit_scale": (),
+    shapes = {"logit_scale": (1,),
               "visual.conv1.weight": (v.hidden_size, v.num_channels, v.patch_size, v.patch_size),
               "visual.class_embedding": (v.hidden_size,),
               "visual.positional_embedding": (v.grid_size ** 2 + 1, v.hidden_size),

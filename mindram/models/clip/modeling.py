@@ -10,6 +10,7 @@ mode; losses live in :mod:`mindram.losses`.
 """
 import numpy as np
 import mindspore as ms
+from ...utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
 from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
@@ -36,7 +37,7 @@ class VisionTransformer(nn.Cell):
     def __init__(self, config, output_dim, compute_dtype=ms.float32):
         super().__init__()
         width, self.compute_dtype = config.hidden_size, compute_dtype
-        rng = np.random.default_rng()
+        rng = init_rng()
         scale = width ** -0.5
         self.conv1 = PatchEmbed(config.num_channels, width, config.patch_size, bias=False)
         self.class_embedding = _normal((width,), scale, rng)
@@ -64,7 +65,7 @@ class TextTransformer(nn.Cell):
         super().__init__()
         width, context = config.hidden_size, config.max_position_embeddings
         self.compute_dtype = compute_dtype
-        rng = np.random.default_rng()
+        rng = init_rng()
         self.token_embedding = Embedding(config.vocab_size, width, std=0.02)
         self.positional_embedding = _normal((context, width), 0.01, rng)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
@@ -104,7 +105,9 @@ class CLIPModel(PreTrainedModel):
         dtype = _DTYPES[config.compute_dtype]
         self.visual = VisionTransformer(config.vision_config, config.projection_dim, dtype)
         self.text = TextTransformer(config.text_config, config.projection_dim, dtype)
-        self.logit_scale = Parameter(Tensor(np.array(config.logit_scale_init_value, np.float32)), name="logit_scale")
+        # shape (1,), not 0-d as in torch: MindSpore's fused AdamWeightDecay kernel rejects 0-d parameters
+        self.logit_scale = Parameter(Tensor(np.full((1,), config.logit_scale_init_value, np.float32)),
+                                     name="logit_scale")
 
     @property
     def image_size(self):

@@ -1,0 +1,125 @@
+"""Nearest-neighbour search over embeddings (faiss ``IndexFlatIP`` when installed, numpy otherwise) and
+retrieval recall@K of two exports.
+
+Both backends compute exact inner-product search and return the same neighbours; with normalised vectors
+(the default of :func:`~mindram.embeddings.write_embeddings`) the inner product is the cosine similarity.
+faiss is optional (``pip install faiss-cpu`` / ``mindram[faiss]``); the numpy backend scores ``chunk_size``
+queries at a time and breaks exact ties by the lower index.
+"""
+import logging
+
+import numpy as np
+
+from ..metrics import retrieval_recall_at_k
+from .writer import load_embeddings
+
+logger = logging.getLogger(__name__)
+BACKENDS = ("auto", "faiss", "numpy")
+
+
+def _faiss():
+    try:
+        import faiss  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return faiss
+
+
+def _as_matrix(value, name):
+    value = value.asnumpy() if hasattr(value, "asnumpy") else value
+    value = np.ascontiguousarray(value, dtype=np.float32)
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {value.shape}")
+    return value
+
+
+class RetrievalIndex:
+    """Exact inner-product index: ``RetrievalIndex(vectors).search(queries, k) -> (scores, indices)``.
+
+    Args:
+        vectors: ``(N, D)`` database vectors.
+        ids: optional ids of the rows (``index.ids[j]``), e.g. from :func:`load_embeddings`.
+        backend: ``"auto"`` (faiss if importable), ``"faiss"`` (error if missing) or ``"numpy"``.
+        chunk_size: numpy backend: queries scored at a time.
+    """
+
+    def __init__(self, vectors, ids=None, backend="auto", chunk_size=1024):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.vectors = _as_matrix(vectors, "vectors")
+        if ids is not None and len(ids) != len(self.vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(self.vectors)} vectors")
+        self.ids = list(ids) if ids is not None else None
+        self.chunk_size = int(chunk_size)
+        faiss = _faiss() if backend != "numpy" else None
+        if backend == "faiss" and faiss is None:
+            raise ImportError("backend='faiss' needs the faiss package: pip install faiss-cpu")
+        self.backend = "faiss" if faiss is not None else "numpy"
+        self._faiss_index = None
+        if faiss is not None:
+            self._faiss_index = faiss.IndexFlatIP(self.vectors.shape[1])
+            self._faiss_index.add(self.vectors)
+
+    @classmethod
+    def from_dir(cls, out_dir, **kwargs):
+        """Index of an export written by :func:`~mindram.embeddings.write_embeddings`."""
+        ids, vectors = load_embeddings(out_dir)
+        return cls(vectors, ids=ids, **kwargs)
+
+    def __len__(self):
+        return len(self.vectors)
+
+    def search(self, queries, k=10):
+        """The ``k`` best rows per query: ``(scores (Q, k) float32, indices (Q, k) int64)``, best first.
+
+        ``k`` larger than the index is reduced to its size.
+        """
+        queries = _as_matrix(queries, "queries")
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"queries have width {queries.shape[1]}, the index {self.vectors.shape[1]}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = min(int(k), len(self.vectors))
+        if k == 0 or len(queries) == 0:
+            return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+        if self._faiss_index is not None:
+            scores, indices = self._faiss_index.search(queries, k)
+            return scores.astype(np.float32), indices.astype(np.int64)
+        scores, indices = [], []
+        for s in range(0, len(queries), self.chunk_size):
+            sim = queries[s:s + self.chunk_size] @ self.vectors.T
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \
+                np.broadcast_to(np.arange(sim.shape[1]), sim.shape)
+            top_scores = np.take_along_axis(sim, top, axis=1)
+            order = np.lexsort((top, -top_scores), axis=1)  # by score desc, then index asc
+            indices.append(np.take_along_axis(top, order, axis=1))
+            scores.append(np.take_along_axis(top_scores, order, axis=1))
+        return np.concatenate(scores).astype(np.float32), np.concatenate(indices).astype(np.int64)
+
+
+def recall_at_k(image_dir, text_dir, text_to_image_id, ks=(1, 5, 10)):
+    """Retrieval recall@K of an image export and a caption export (see :mod:`mindram.metrics.retrieval`).
+
+    Args:
+        image_dir, text_dir: exports written by ``write_embeddings`` (kind image and text).
+        text_to_image_id: ``{text id: image id}`` pairing each caption with its image.
+        ks: the k values.
+
+    Captions without a pair, or whose image is not in the image export (e.g. skipped as unreadable), are
+    left out with a warning.
+    """
+    image_ids, images = load_embeddings(image_dir)
+    text_ids, texts = load_embeddings(text_dir)
+    row_of = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
+    keep, t2i = [], []
+    for row, text_id in enumerate(text_ids):
+        image_row = row_of.get(text_to_image_id.get(text_id))
+        if image_row is not None:
+            keep.append(row)
+            t2i.append(image_row)
+    if len(keep) < len(text_ids):
+        logger.warning("%d of %d captions have no image in %s and are left out", len(text_ids) - len(keep),
+                       len(text_ids), image_dir)
+    if not keep:
+        raise ValueError(f"no caption of {text_dir} pairs with an image of {image_dir}")
+    return retrieval_recall_at_k(images, texts[keep], np.asarray(t2i, np.int64), ks)

@@ -1,0 +1,254 @@
+"""Offline vector inference: embeddings of many images or texts written to disk in shards.
+
+Layout of ``out_dir``::
+
+    manifest.json        what was exported (kind, item count, shard size, a hash of the item ids)
+    shard_00000.json     per shard: ids and input positions of its rows, and its bad items
+    shard_00000.npy      per shard: float32 (rows, D) — written last, so it marks the shard complete
+    index.jsonl          one line per vector: {"id", "index" (input position), "row" (in load_embeddings'
+                         array), "shard", "shard_row"[, "text"]}
+    errors.jsonl         one line per skipped item: {"id", "index", "error"}
+
+Atomic: every file is written to a hidden temporary beside it and renamed into place, so an interrupted
+run never leaves a partial shard visible. Resumable: running again with the same items skips the
+complete shards and computes the rest (a different item list or shard size is refused unless
+``overwrite=True``). Items that cannot be read or tokenized are skipped and listed in ``errors.jsonl``;
+errors of the model itself stop the run (re-run to resume). One writer per ``out_dir`` at a time.
+"""
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..models.clip.zero_shot import encode_in_batches, l2_normalize, tokenize_with
+from ..pipeline.base import ITEM_ERRORS, build_image_processor, load_model
+from ..utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mindram-embeddings/1"
+KINDS = ("image", "text")
+
+
+def _shard_name(k):
+    return f"shard_{k:05d}"
+
+
+def _default_ids(items, kind):
+    return [os.fspath(x) if kind == "image" and isinstance(x, (str, os.PathLike)) else str(i)
+            for i, x in enumerate(items)]
+
+
+def _fingerprint(ids, items, kind):
+    digest = hashlib.sha256()
+    for i, item_id in enumerate(ids):
+        digest.update(json.dumps(item_id).encode("utf-8"))
+        if kind == "text":
+            digest.update(json.dumps(str(items[i])).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _write_json(path, data):
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+
+
+def _write_jsonl(path, rows):
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_npy(path, array):
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _prepare_dir(out_dir, manifest, overwrite):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp*"):  # temporaries of a killed run
+        stale.unlink()
+    if overwrite:  # only the files of an export; anything else in the folder stays
+        for path in [*out_dir.glob("shard_*.npy"), *out_dir.glob("shard_*.json")] + \
+                [out_dir / n for n in ("manifest.json", "index.jsonl", "errors.jsonl")]:
+            if path.is_file():
+                path.unlink()
+    path = out_dir / "manifest.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        keys = ("format", "kind", "num_items", "shard_size", "normalize", "items_sha256", "model")
+        diff = [k for k in keys if old.get(k) != manifest[k]]
+        if diff:
+            raise DataError(f"{out_dir} holds a different export (differs in {diff}); use another out_dir or "
+                            "overwrite=True to start again")
+        logger.info("resuming the export in %s", out_dir)
+    else:
+        _write_json(path, manifest)
+    return out_dir
+
+
+class _Encoder:
+    """Item → model input, and batch → vectors, for one kind."""
+
+    def __init__(self, model, kind, image_processor, tokenizer, batch_size, num_workers):
+        self.model, self.kind, self.batch_size = model, kind, batch_size
+        self.tokenizer = tokenizer
+        self.processor = build_image_processor(model, image_processor) if kind == "image" else None
+        self.pool = ThreadPoolExecutor(num_workers) if num_workers and kind == "image" else None
+
+    def _load(self, item):
+        try:
+            if self.kind == "text":
+                if not isinstance(item, str):
+                    raise TypeError(f"a text must be a str, got {type(item).__name__}")
+                return tokenize_with(self.tokenizer, [item], self.model.context_length)[0], None
+            return self.processor.preprocess(item), None
+        except ITEM_ERRORS as e:
+            return None, f"{type(e).__name__}: {e}"
+
+    def __call__(self, items):
+        """``(vectors (n_ok, D), ok positions, [(position, error)])`` of a batch of items."""
+        loaded = list(self.pool.map(self._load, items) if self.pool else map(self._load, items))
+        ok = [i for i, (x, _) in enumerate(loaded) if x is not None]
+        errors = [(i, err) for i, (x, err) in enumerate(loaded) if x is None]
+        if not ok:
+            return None, ok, errors
+        inputs = np.stack([loaded[i][0] for i in ok])
+        encode = self.model.get_text_features if self.kind == "text" else self.model.get_image_features
+        return encode_in_batches(encode, inputs, self.batch_size), ok, errors
+
+    def close(self):
+        if self.pool:
+            self.pool.shutdown()
+
+
+def _encode_shard(encoder, items, ids, start, stop, normalize, bar):
+    """Vectors ``(n_ok, D)`` of ``items[start:stop]`` and the shard's metadata (rows, ids, errors)."""
+    vectors, rows, errors = [], [], []
+    for b in range(start, stop, encoder.batch_size):
+        batch = items[b:min(stop, b + encoder.batch_size)]
+        out, ok, bad = encoder(batch)
+        if out is not None:
+            vectors.append(l2_normalize(out) if normalize else out)
+        rows += [b + i for i in ok]
+        for i, err in bad:
+            logger.warning("skipping %s %d (%s): %s", encoder.kind, b + i, ids[b + i], err)
+            errors.append({"id": ids[b + i], "index": b + i, "error": err})
+        bar.update(len(batch))
+    meta = {"start": start, "stop": stop, "indices": rows, "ids": [ids[i] for i in rows], "errors": errors}
+    if encoder.kind == "text":
+        meta["texts"] = [items[i] for i in rows]
+    return (np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)), meta
+
+
+def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_processor=None, tokenizer=None,
+                     ids=None, shard_size=4096, normalize=True, num_workers=0, overwrite=False, progress=None):
+    """Embed ``items`` and write them to ``out_dir`` (see the module docstring for the layout).
+
+    Args:
+        model: a ``CLIPModel`` or a name/directory/checkpoint for ``CLIPModel.from_pretrained``.
+        items: image paths/PIL images/arrays (``kind="image"``) or strings (``kind="text"``).
+        kind: ``"image"`` or ``"text"``.
+        batch_size: items per model call. shard_size: items per shard (rounded up to a batch multiple).
+        image_processor: for images; default: the model's size and the catalog preprocessing of its weights.
+        tokenizer: for texts; default ``mindram.tokenize``.
+        ids: one id per item (default: the path for image paths, else the position as a string).
+        normalize: L2-normalise the vectors (inner product = cosine similarity).
+        num_workers: threads decoding images (0: in the calling thread).
+        overwrite: delete a previous export in ``out_dir`` first instead of resuming it.
+        progress: tqdm bar over items (None: tqdm's default, shown on a terminal).
+
+    Returns:
+        a summary dict: ``num_items``, ``num_vectors``, ``num_errors``, ``shards``, ``shards_skipped``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    items = list(items)
+    ids = _default_ids(items, kind) if ids is None else [str(i) for i in ids]
+    if len(ids) != len(items):
+        raise ValueError(f"got {len(ids)} ids for {len(items)} items")
+    if shard_size <= 0 or batch_size <= 0:
+        raise ValueError(f"batch_size and shard_size must be positive, got {batch_size}, {shard_size}")
+    shard_size = -(-int(shard_size) // batch_size) * batch_size
+    model = load_model(model)
+    num_shards = -(-len(items) // shard_size)
+    manifest = {"format": FORMAT, "kind": kind, "num_items": len(items), "shard_size": shard_size,
+                "num_shards": num_shards, "normalize": bool(normalize), "items_sha256": _fingerprint(ids, items, kind),
+                "model": getattr(getattr(model, "config", None), "checkpoint_name_or_path", None)}
+    out_dir = _prepare_dir(out_dir, manifest, overwrite)
+    encoder = _Encoder(model, kind, image_processor, tokenizer, batch_size, num_workers)
+    skipped = 0
+    bar = tqdm(total=len(items), desc=f"{kind} embeddings", unit=kind,
+               disable=None if progress is None else not progress)
+    try:
+        for k in range(num_shards):
+            start, stop = k * shard_size, min(len(items), (k + 1) * shard_size)
+            if (out_dir / f"{_shard_name(k)}.npy").is_file() and (out_dir / f"{_shard_name(k)}.json").is_file():
+                skipped += 1
+                bar.update(stop - start)
+                continue
+            vectors, meta = _encode_shard(encoder, items, ids, start, stop, normalize, bar)
+            meta["shard"] = k
+            _write_json(out_dir / f"{_shard_name(k)}.json", meta)
+            _write_npy(out_dir / f"{_shard_name(k)}.npy", vectors)  # last: marks the shard complete
+    finally:
+        bar.close()
+        encoder.close()
+    summary = _write_index(out_dir, num_shards, kind)
+    summary.update(shards=num_shards, shards_skipped=skipped, out_dir=str(out_dir))
+    logger.info("%s embeddings in %s: %d vectors, %d errors (%d of %d shards reused)", kind, out_dir,
+                summary["num_vectors"], summary["num_errors"], skipped, num_shards)
+    return summary
+
+
+def _write_index(out_dir, num_shards, kind):
+    index, errors, row = [], [], 0
+    for k in range(num_shards):
+        meta = json.loads((out_dir / f"{_shard_name(k)}.json").read_text(encoding="utf-8"))
+        for j, (i, item_id) in enumerate(zip(meta["indices"], meta["ids"])):
+            entry = {"id": item_id, "index": i, "row": row, "shard": f"{_shard_name(k)}.npy", "shard_row": j}
+            if kind == "text":
+                entry["text"] = meta["texts"][j]
+            index.append(entry)
+            row += 1
+        errors += meta["errors"]
+    _write_jsonl(out_dir / "index.jsonl", index)
+    _write_jsonl(out_dir / "errors.jsonl", errors)
+    return {"num_items": row + len(errors), "num_vectors": row, "num_errors": len(errors)}
+
+
+def load_embeddings(out_dir):
+    """``(ids, vectors)`` of an export: the ids (list of str) and a float32 ``(N, D)`` array, in input order.
+
+    An unfinished export (missing shards) is read as far as it is complete, with a warning.
+    """
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{out_dir} is not an embeddings export (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    ids, parts, missing = [], [], []
+    for k in range(manifest["num_shards"]):
+        npy, meta = out_dir / f"{_shard_name(k)}.npy", out_dir / f"{_shard_name(k)}.json"
+        if not (npy.is_file() and meta.is_file()):
+            missing.append(k)
+            continue
+        vectors = np.load(npy)
+        if len(vectors):
+            parts.append(vectors)
+        ids += json.loads(meta.read_text(encoding="utf-8"))["ids"]
+    if missing:
+        logger.warning("%s: export incomplete, %d of %d shards missing (first: %d); re-run write_embeddings to "
+                       "finish it", out_dir, len(missing), manifest["num_shards"], missing[0])
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return ids, vectors

@@ -1,0 +1,152 @@
+"""Zero-shot classification with CLIP: class embeddings from prompt templates, and their logits.
+
+``build_zero_shot_classifier`` follows open_clip 3.3.0's ``build_zero_shot_classifier`` exactly::
+
+    for each class c:  e_c = n( mean_t n(text_features(template_t(c))) )     # n = L2 normalisation
+    W = [e_1 ... e_C]  (D, C)
+
+``zero_shot_logits(image_features, W) = 100 · n(image_features) @ W`` (the scale OpenAI and open_clip
+use for evaluation). :func:`imagenet_classnames_and_templates` loads OpenAI's 1000 ImageNet class names
+and 80 templates (see NOTICE).
+
+:func:`encode_in_batches` is the one batching helper of the inference code (pipelines, embeddings):
+every compiled graph is specialised to its batch size, so batches are padded to ``batch_size`` or, for
+the last one, to the next power of two — at most ``log2(batch_size) + 1`` shapes are ever compiled.
+"""
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Callable, List, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .tokenizer import CLIPTokenizer, tokenize
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_FILE = Path(__file__).resolve().parent / "imagenet_zeroshot.json"
+Template = Union[str, Callable[[str], str]]
+
+
+def l2_normalize(x, eps=1e-12):
+    """``x / max(||x||, eps)`` over the last axis, in float32 (torch ``F.normalize``)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(eps))
+
+
+def bucket_size(n, batch_size):
+    """Padded size of a batch of ``n`` rows: ``batch_size`` if full, else the next power of two (capped)."""
+    if n >= batch_size:
+        return batch_size
+    return min(batch_size, 1 << max(0, int(n) - 1).bit_length())
+
+
+def encode_in_batches(encode, array, batch_size):
+    """Run ``encode`` over ``array`` in padded batches and return the float32 numpy result for its rows.
+
+    Rows are padded by repeating the last row of the batch (a valid input), and the padded outputs are
+    dropped, so the result does not depend on the padding.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    array = np.asarray(array)
+    out = []
+    for start in range(0, len(array), batch_size):
+        chunk = array[start:start + batch_size]
+        size = bucket_size(len(chunk), batch_size)
+        if size > len(chunk):
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+        result = encode(chunk)
+        result = result.asnumpy() if hasattr(result, "asnumpy") else np.asarray(result)
+        out.append(result[:min(batch_size, len(array) - start)].astype(np.float32, copy=False))
+    if not out:
+        raise ValueError("nothing to encode: the input is empty")
+    return np.concatenate(out)
+
+
+def tokenize_with(tokenizer, texts, context_length):
+    """Token ids ``(N, L)`` int32 from ``tokenizer`` (None: :func:`mindram.tokenize`; a ``CLIPTokenizer``;
+    or any callable returning ids or a ``{"input_ids": ...}`` dict)."""
+    texts = list(texts)
+    if tokenizer is None:
+        return tokenize(texts, context_length=context_length)
+    if isinstance(tokenizer, CLIPTokenizer):
+        ids = tokenizer(texts, max_length=context_length, return_tensors="np")
+    else:
+        ids = tokenizer(texts)
+    if isinstance(ids, dict):
+        ids = ids["input_ids"]
+    return np.asarray(ids.asnumpy() if hasattr(ids, "asnumpy") else ids, dtype=np.int32)
+
+
+def _render(template, classname):
+    if callable(template):
+        return template(classname)
+    if isinstance(template, str):
+        return template.format(classname)
+    raise TypeError(f"a template must be a format string such as 'a photo of a {{}}.' or a callable, "
+                    f"got {type(template).__name__}: {template!r}")
+
+
+def _check_names(name, values):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list, got {values!r}")
+    return list(values)
+
+
+def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[Template], tokenizer=None,
+                               batch_size: int = 64, progress=None) -> np.ndarray:
+    """Zero-shot classifier weights ``(D, C)`` float32, one L2-normalised column per class name.
+
+    Args:
+        model: a :class:`~mindram.CLIPModel` (anything with ``get_text_features`` and ``context_length``).
+        classnames: the C class names.
+        templates: format strings (``"a photo of a {}."``) or callables ``name -> prompt``.
+        tokenizer: None (``mindram.tokenize``), a ``CLIPTokenizer`` or a callable returning ids.
+        batch_size: prompts per text-tower call.
+        progress: show a tqdm bar over classes; None shows it for 100 classes or more.
+    """
+    classnames = _check_names("classnames", classnames)
+    templates = _check_names("templates", templates)
+    num_templates = len(templates)
+    per_chunk = max(1, batch_size // num_templates)
+    show = progress if progress is not None else len(classnames) >= 100
+    columns = []
+    encode = model.get_text_features
+    with tqdm(total=len(classnames), desc="zero-shot classifier", unit="class", disable=not show) as bar:
+        for start in range(0, len(classnames), per_chunk):
+            names = classnames[start:start + per_chunk]
+            texts = [_render(t, c) for c in names for t in templates]
+            ids = tokenize_with(tokenizer, texts, model.context_length)
+            feats = l2_normalize(encode_in_batches(encode, ids, batch_size))
+            mean = feats.reshape(len(names), num_templates, -1).mean(axis=1)
+            columns.append(mean / np.linalg.norm(mean, axis=-1, keepdims=True))
+            bar.update(len(names))
+    logger.debug("built a zero-shot classifier: %d classes x %d templates", len(classnames), num_templates)
+    return np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)
+
+
+def zero_shot_logits(image_features, classifier, scale: float = 100.0) -> np.ndarray:
+    """``scale · n(image_features) @ classifier``: ``(N, D) x (D, C) -> (N, C)`` float32 logits."""
+    feats = image_features.asnumpy() if hasattr(image_features, "asnumpy") else image_features
+    classifier = np.asarray(classifier, dtype=np.float32)
+    feats = l2_normalize(feats)
+    if feats.ndim != 2 or classifier.ndim != 2 or feats.shape[1] != classifier.shape[0]:
+        raise ValueError(f"image features {feats.shape} and classifier {classifier.shape} do not match: "
+                         "expected (N, D) and (D, C)")
+    return np.float32(scale) * (feats @ classifier)
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet():
+    with open(IMAGENET_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def imagenet_classnames_and_templates(simple: bool = False) -> Tuple[List[str], List[str]]:
+    """OpenAI CLIP's 1000 ImageNet class names and its 80 prompt templates (``simple``: the 7-template subset)."""
+    data = _imagenet()
+    key = "simple_imagenet_templates" if simple else "openai_imagenet_templates"
+    return list(data["imagenet_classnames"]), list(data[key])

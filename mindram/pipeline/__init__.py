@@ -1,0 +1,48 @@
+"""``pipeline(task, model=...)``: ready-to-call inference for a task (MindFormers' factory signature).
+
+Supported tasks are the registered pipeline classes (``MindFormerModuleType.PIPELINE``) whose ``task``
+attribute is their registered alias: ``zero_shot_image_classification`` and ``feature_extraction`` here.
+"""
+import difflib
+
+from ..registry import MindFormerModuleType, MindFormerRegister
+from .base import Pipeline
+from .feature_extraction import FeatureExtractionPipeline
+from .zero_shot_image_classification import ZeroShotImageClassificationPipeline
+
+
+def supported_tasks():
+    """Names accepted by :func:`pipeline`."""
+    table = MindFormerRegister.registry.get(MindFormerModuleType.PIPELINE, {})
+    return sorted(name for name, cls in table.items() if getattr(cls, "task", None) == name)
+
+
+def get_pipeline_class(task):
+    """The pipeline class of ``task`` (``-`` and ``_`` are interchangeable); ``KeyError`` lists the supported tasks."""
+    name = str(task).replace("-", "_")
+    tasks = supported_tasks()
+    if name not in tasks:
+        close = difflib.get_close_matches(name, tasks, n=3, cutoff=0.4)
+        raise KeyError(f"unknown pipeline task {task!r}; closest: {close or 'none'}; supported tasks: {tasks}")
+    return MindFormerRegister.get_cls(MindFormerModuleType.PIPELINE, name)
+
+
+def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=8, **kwargs):
+    """Build the pipeline of ``task``.
+
+    Args:
+        task: a task name, see :func:`supported_tasks`.
+        model: a model name (``"clip_vit_b_32.laion2b_s34b_b79k"``), a directory or ``.ckpt`` path, or a
+            ``CLIPModel`` instance; None uses ``clip_vit_b_32``. Named weights get the catalog's preprocessing.
+        image_processor: a ``CLIPImageProcessor`` or a dict of its arguments; default: the model's image size
+            and the catalog preprocessing of its weights.
+        tokenizer: a ``CLIPTokenizer`` or any callable ``texts -> ids``; default ``mindram.tokenize``.
+        batch_size: inputs per model call (lists are split and padded internally).
+        **kwargs: task options used as defaults for every call, e.g. ``candidate_labels=[...]``.
+    """
+    cls = get_pipeline_class(task)
+    return cls(model=model, image_processor=image_processor, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+
+
+__all__ = ["pipeline", "supported_tasks", "get_pipeline_class", "Pipeline", "FeatureExtractionPipeline",
+           "ZeroShotImageClassificationPipeline"]

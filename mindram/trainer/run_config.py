@@ -1,0 +1,127 @@
+"""Run configs: the sections a Trainer reads, their validation, and building their objects.
+
+Top-level keys of a run YAML (MindFormers layout)::
+
+    seed, output_dir, run_mode, load_checkpoint, trainer {type, model_name},
+    model {arch {type}, model_config {...}}, processor {image_processor {...}, context_length},
+    train_dataset / eval_dataset {data_loader {type, dataset_dir|..., split, ...}, shuffle, num_workers},
+    runner_config {TrainingArguments fields}, optimizer {type, ...}, lr_schedule {type, ...},
+    zero_shot {templates, class_names}, predict {candidate_labels, top_k}
+
+Everything is validated before any work starts: unknown keys, wrong types, unregistered ``type``
+names and missing dataset paths are :class:`ConfigError` naming the key and the allowed values.
+"""
+import inspect
+from pathlib import Path
+
+from ..config import MindFormerConfig
+from ..errors import ConfigError
+from ..registry import MindFormerModuleType, MindFormerRegister
+from .training_args import TrainingArguments
+
+TOP_LEVEL_KEYS = {"seed", "output_dir", "run_mode", "load_checkpoint", "trainer", "model", "processor",
+                  "train_dataset", "eval_dataset", "runner_config", "optimizer", "lr_schedule", "zero_shot",
+                  "predict", "context", "aliases", "device_target"}
+DATASET_KEYS = {"data_loader", "shuffle", "num_workers"}
+SECTION_KEYS = {
+    "trainer": {"type", "model_name"},
+    "model": {"arch", "model_config"},
+    "processor": {"image_processor", "context_length", "type"},
+    "zero_shot": {"templates", "class_names"},
+    "predict": {"candidate_labels", "top_k", "hypothesis_template"},
+    "context": {"mode", "device_target", "device_id"},
+}
+PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file")
+
+
+def _check_keys(section, data, allowed):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {data!r}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def check_call_args(section, cls, kwargs, skip=()):
+    """Raise ConfigError if ``kwargs`` has keys that ``cls(...)`` does not accept."""
+    params = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [p for p in params if p not in ("self",) + tuple(skip)]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}: unknown argument(s) {unknown} for {cls.__name__}; allowed: {allowed}")
+
+
+def validate_run_config(config):
+    """Validate a run config (a MindFormerConfig) completely; return the parsed TrainingArguments."""
+    _check_keys("run config", config, TOP_LEVEL_KEYS)
+    for section, allowed in SECTION_KEYS.items():
+        if config.get(section) is not None:
+            _check_keys(section, config[section], allowed)
+    runner = dict(config.get("runner_config") or {})
+    for key in ("seed", "output_dir"):
+        if config.get(key) is not None:
+            runner.setdefault(key, config[key])
+    try:
+        args = TrainingArguments.from_dict(runner)
+    except ConfigError as e:
+        raise ConfigError(f"runner_config: {e}") from e
+    if config.get("model") is not None and config.model.get("model_config") is not None:
+        arch = (config.model.get("arch") or {}).get("type", "CLIPModel")
+        model_cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
+        try:
+            model_cls.config_class.from_dict(config.model.model_config.to_dict())
+        except ConfigError as e:
+            raise ConfigError(f"model.model_config: {e}") from e
+    for section in ("train_dataset", "eval_dataset"):
+        if config.get(section) is not None:
+            validate_dataset_section(section, config[section])
+    for section, kind in (("optimizer", MindFormerModuleType.OPTIMIZER), ("lr_schedule", MindFormerModuleType.LR)):
+        if config.get(section) is not None:
+            cfg = dict(config[section])
+            cls = MindFormerRegister.get_cls(kind, cfg.pop("type", None))
+            check_call_args(section, cls, cfg, skip=("params", "learning_rate") if section == "optimizer" else ())
+    return args
+
+
+def validate_dataset_section(section, cfg):
+    _check_keys(section, cfg, DATASET_KEYS)
+    loader = cfg.get("data_loader")
+    if not isinstance(loader, dict) or "type" not in loader:
+        raise ConfigError(f"{section}.data_loader: expected a mapping with a 'type' "
+                          f"(one of {MindFormerRegister.names(MindFormerModuleType.DATASET)}), got {loader!r}")
+    cls = MindFormerRegister.get_cls(MindFormerModuleType.DATASET, loader["type"])
+    kwargs = {k: v for k, v in loader.items() if k not in ("type", "dataset_dir")}
+    check_call_args(f"{section}.data_loader", cls, kwargs)
+    for key in PATH_KEYS:
+        value = loader.get(key)
+        if value not in (None, "") and not Path(str(value)).exists():
+            raise ConfigError(f"{section}.data_loader.{key}: path does not exist: {value}")
+
+
+def build_source(cfg):
+    """Build a record source from a ``data_loader`` mapping (``dataset_dir`` is the first argument)."""
+    cfg = dict(cfg)
+    cls = MindFormerRegister.get_cls(MindFormerModuleType.DATASET, cfg.pop("type"))
+    dataset_dir = cfg.pop("dataset_dir", None)
+    if dataset_dir in (None, ""):
+        return cls(**cfg)
+    return cls(dataset_dir, **cfg)
+
+
+def load_run_config(args=None, overrides=None):
+    """A run config from a YAML path, a mapping or a MindFormerConfig, with dotted ``overrides`` applied."""
+    if args is None:
+        config = MindFormerConfig()
+    elif isinstance(args, MindFormerConfig):
+        config = MindFormerConfig(args.to_dict())
+    elif isinstance(args, dict):
+        config = MindFormerConfig(args)
+    elif isinstance(args, (str, Path)):
+        config = MindFormerConfig(str(args))
+    else:
+        raise ConfigError(f"args must be a YAML path, a mapping or a MindFormerConfig, got {type(args).__name__}")
+    if overrides:
+        config.merge_from_dict(overrides)
+    return config

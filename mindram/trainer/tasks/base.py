@@ -1,0 +1,231 @@
+"""Shared machinery of the CLIP tasks: building model/processor/data from a run config, the training loop
+(accumulation, clipping, logit-scale clamp, NaN stop, checkpoints, exact resume), logging and metrics files."""
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from tqdm.auto import tqdm
+
+from ... import catalog
+from ...data import build_clip_dataset, steps_per_epoch
+from ...errors import ConfigError, MindramError
+from ...losses import CLIPWithLoss
+from ...models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, tokenize
+from ...registry import MindFormerModuleType, MindFormerRegister
+from ...utils.graph import run_in_graph_mode
+from ...utils.io import atomic_write
+from ..checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..optim import build_lr_schedule, build_optimizer, current_lr
+from ..run_config import build_source, validate_run_config
+from ..train_step import AccumulateStep, ApplyStep, TrainStep
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingStopped(MindramError, RuntimeError):
+    """Training stopped on purpose (non-finite loss)."""
+
+
+def write_json(path, data):
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=float), encoding="utf-8")
+
+
+class BaseTask:
+    """Holds the run config and builds what a task needs, lazily."""
+
+    name = None
+    supports = ("train", "eval", "predict")
+
+    def __init__(self, config, model=None, train_source=None, eval_source=None):
+        self.config = config
+        self.args = validate_run_config(config)
+        self._model = model
+        self._train_source, self._eval_source = train_source, eval_source
+        self.output_dir = Path(self.args.output_dir)
+        ms.set_seed(self.args.seed)
+        np.random.seed(self.args.seed)
+
+    # ---- building blocks ----
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self.build_model()
+        return self._model
+
+    def build_model(self):
+        model_cfg = self.config.get("model") or {}
+        arch = (model_cfg.get("arch") or {}).get("type", "CLIPModel")
+        cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
+        load = self.config.get("load_checkpoint")
+        if model_cfg.get("model_config") is None:
+            if not load:
+                raise ConfigError("run config has neither model.model_config nor load_checkpoint: nothing to build")
+            return cls.from_pretrained(load)
+        model = cls(cls.config_class.from_dict(model_cfg["model_config"].to_dict()))
+        if load:
+            model.load_weights(self._checkpoint_file(cls, load))
+            logger.info("initialised %s from %s", arch, load)
+        return model
+
+    @staticmethod
+    def _checkpoint_file(cls, load):
+        path = Path(str(load)).expanduser()
+        if path.is_dir():
+            return path / "model.ckpt" if (path / "model.ckpt").is_file() else path / "train_state.ckpt"
+        if path.suffix in (".ckpt", ".safetensors"):
+            return path
+        record = catalog.resolve(cls.family, str(load))
+        if not record.checkpoint_path.is_file():
+            raise record.missing_checkpoint_error()
+        return record.checkpoint_path
+
+    def image_processor(self):
+        cfg = dict((self.config.get("processor") or {}).get("image_processor") or {})
+        cfg.setdefault("image_size", self.model.config.vision_config.image_size)
+        name = (self.config.get("trainer") or {}).get("model_name")
+        if name:
+            try:
+                for key, value in catalog.resolve("clip", name).preprocess.items():
+                    cfg.setdefault(key, value)
+            except KeyError:
+                pass
+        return CLIPImageProcessor.from_dict(cfg)
+
+    @property
+    def context_length(self):
+        return int((self.config.get("processor") or {}).get("context_length")
+                   or self.model.config.text_config.max_position_embeddings)
+
+    def source(self, section):
+        given = self._train_source if section == "train_dataset" else self._eval_source
+        if given is not None:
+            return given
+        cfg = self.config.get(section)
+        if cfg is None:
+            raise ConfigError(f"no {section} configured: pass {section}= to the Trainer or set "
+                              f"{section}.data_loader in the run config (or --{section}_dir)")
+        return build_source(cfg["data_loader"].to_dict())
+
+    def dataset(self, section, batch_size, shuffle, start_epoch=0, start_step=0, train_transform=False,
+                drop_remainder=True, return_index=False):
+        cfg = self.config.get(section) or {}
+        return build_clip_dataset(self.source(section), self.image_processor(), tokenize, batch_size=batch_size,
+                                  shuffle=cfg.get("shuffle", shuffle), num_workers=cfg.get("num_workers",
+                                                                                             self.args.num_workers),
+                                  drop_remainder=drop_remainder, seed=self.args.seed,
+                                  context_length=self.context_length, train_transform=train_transform,
+                                  start_epoch=start_epoch, start_step=start_step, return_index=return_index)
+
+    def save_metrics(self, name, metrics):
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.output_dir / f"{name}_metrics.json", metrics)
+        logger.info("%s metrics: %s", name, json.dumps(metrics, default=float))
+
+    # ---- training loop ----
+    def network_with_loss(self):
+        return CLIPWithLoss(self.model)
+
+    def _build_training(self, total_updates):
+        args = self.args
+        schedule = build_lr_schedule(self.config.get("lr_schedule"), total_updates)
+        self.model.set_train(True)
+        optimizer = build_optimizer(self.config.get("optimizer"), self.model.trainable_params(), schedule)
+        kwargs = dict(max_grad_norm=args.max_grad_norm, clamp_max=args.logit_scale_max, loss_scale=args.loss_scale)
+        network = self.network_with_loss()
+        if args.gradient_accumulation_steps == 1:
+            return optimizer, TrainStep(network, optimizer, **kwargs), None
+        step_cell = AccumulateStep(network, optimizer, **kwargs)
+        return optimizer, step_cell, ApplyStep(step_cell, args.gradient_accumulation_steps)
+
+    def _log(self, state, window, optimizer, progress):
+        record = {"step": state["global_step"], "epoch": state["epoch"], "loss": float(np.mean(window["loss"])),
+                  "lr": current_lr(optimizer),
+                  "samples_per_s": window["samples"] / max(time.time() - window["start"], 1e-9),
+                  "logit_scale": float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])}
+        state["history"].append(record)
+        with open(self.output_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        logger.info("step %(step)d epoch %(epoch)d loss %(loss).4f lr %(lr).3e %(samples_per_s).1f samples/s", record)
+        window.update(loss=[], samples=0, start=time.time())
+
+    def _check_finite(self, loss, state):
+        if math.isfinite(loss):
+            return
+        message = (f"non-finite loss {loss} at epoch {state['epoch']} step {state['step_in_epoch']} "
+                   f"(update {state['global_step']}); lower the learning rate or enable max_grad_norm; "
+                   f"checkpoints already in {self.output_dir} are intact")
+        if self.args.stop_on_nonfinite:
+            raise TrainingStopped(message)
+        logger.warning(message)
+
+    def train(self):
+        """Train for ``runner_config.epochs`` (or ``max_steps`` optimizer updates); resumable exactly."""
+        args = self.args
+        steps_epoch = steps_per_epoch(len(self.source("train_dataset")), args.batch_size, True)
+        total_updates = args.max_steps or max(1, steps_epoch // args.gradient_accumulation_steps) * args.epochs
+        optimizer, step_cell, apply_cell = self._build_training(total_updates)
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "history": []}
+        resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
+        if resume is not None:
+            state = load_checkpoint(resume, step_cell)
+            logger.info("resumed from %s at epoch %d, step %d (update %d)", resume, state["epoch"],
+                        state["step_in_epoch"], state["global_step"])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        def save():
+            save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config)
+
+        progress = tqdm(total=total_updates, initial=state["global_step"], desc=f"train {self.name}", unit="step")
+        window = {"loss": [], "samples": 0, "start": time.time()}
+        try:
+            while state["global_step"] < total_updates:
+                data = self.dataset("train_dataset", args.batch_size, True, start_epoch=state["epoch"],
+                                    start_step=state["step_in_epoch"], train_transform=args.train_transform)
+                for batch in data.create_tuple_iterator(num_epochs=1):
+                    loss = float(run_in_graph_mode(step_cell, batch[0], batch[1]).asnumpy())
+                    state["micro_step"] += 1
+                    state["step_in_epoch"] += 1
+                    self._check_finite(loss, state)
+                    window["loss"].append(loss)
+                    window["samples"] += int(batch[0].shape[0])
+                    if apply_cell is not None:
+                        if state["micro_step"] % args.gradient_accumulation_steps:
+                            continue
+                        run_in_graph_mode(apply_cell)
+                    state["global_step"] += 1
+                    progress.update(1)
+                    if state["global_step"] % args.logging_steps == 0 or state["global_step"] == total_updates:
+                        self._log(state, window, optimizer, progress)
+                    if args.save_steps and state["global_step"] % args.save_steps == 0:
+                        save()
+                    if state["global_step"] >= total_updates:
+                        break
+                else:
+                    state["epoch"] += 1
+                    state["step_in_epoch"] = 0
+                    if not args.save_steps:
+                        save()
+        finally:
+            progress.close()
+        saved = list_checkpoints(self.output_dir)
+        if not saved or saved[-1].name != f"checkpoint-{state['global_step']}":
+            save()
+        self.model.set_train(False)
+        self.model.save_pretrained(self.output_dir / "final")
+        summary = {"global_step": state["global_step"], "epochs_completed": state["epoch"],
+                   "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+                   "history": state["history"]}
+        self.save_metrics("train", summary)
+        return summary
+
+    def evaluate(self):
+        raise ConfigError(f"task {self.name!r} does not support evaluation")
+
+    def predict(self, input_data, top_k=None):
+        raise ConfigError(f"task {self.name!r} does not support predict")

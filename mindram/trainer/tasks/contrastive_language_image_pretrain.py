@@ -1,0 +1,25 @@
+"""Task ``contrastive_language_image_pretrain``: train CLIP with the symmetric contrastive loss; evaluate
+image↔text retrieval recall@1/5/10 on a held-out split (and zero-shot accuracy when it has class labels)."""
+from ...registry import MindFormerModuleType, MindFormerRegister
+from .base import BaseTask
+from .clip_eval import dataset_features, retrieval_metrics, zero_shot_metrics
+from .zero_shot_image_classification import zero_shot_predict
+
+
+@MindFormerRegister.register(MindFormerModuleType.TRAINER)
+class ContrastiveLanguageImagePretrainTrainer(BaseTask):
+    name = "contrastive_language_image_pretrain"
+
+    def evaluate(self):
+        """Retrieval recall@K (image→text, text→image); zero-shot top-1/5 when the eval set has labels."""
+        source = self.source("eval_dataset")
+        features = dataset_features(self, self.args.eval_batch_size or self.args.batch_size)
+        metrics = retrieval_metrics(features)
+        if features["label"] is not None:
+            metrics.update(zero_shot_metrics(self, features, source))
+        self.save_metrics("eval", metrics)
+        return metrics
+
+    def predict(self, input_data, top_k=None):
+        """Zero-shot scores of images against ``predict.candidate_labels`` (or the eval set's classes)."""
+        return zero_shot_predict(self, input_data, top_k)

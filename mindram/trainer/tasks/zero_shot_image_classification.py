@@ -1,0 +1,40 @@
+"""Task ``zero_shot_image_classification``: class embeddings from one or many templates; top-1/top-5."""
+from ...errors import ConfigError
+from ...registry import MindFormerModuleType, MindFormerRegister
+from .base import BaseTask
+from .clip_eval import class_names_for, dataset_features, resolve_templates, zero_shot_metrics
+
+
+def zero_shot_predict(task, input_data, top_k=None):
+    """Rank candidate labels for each input image; MindFormers' output shape."""
+    from ...pipeline import pipeline
+    predict_cfg = task.config.get("predict") or {}
+    labels = predict_cfg.get("candidate_labels")
+    if not labels:
+        labels = class_names_for(task, task.source("eval_dataset"))
+    templates = resolve_templates((task.config.get("zero_shot") or {}).get("templates"))
+    template = predict_cfg.get("hypothesis_template") or templates[0]
+    classifier = pipeline("zero_shot_image_classification", model=task.model,
+                          image_processor=task.image_processor(), candidate_labels=list(labels),
+                          hypothesis_template=template)
+    return classifier(input_data, top_k=top_k or predict_cfg.get("top_k") or min(5, len(labels)))
+
+
+@MindFormerRegister.register(MindFormerModuleType.TRAINER)
+class ZeroShotImageClassificationTrainer(BaseTask):
+    name = "zero_shot_image_classification"
+    supports = ("eval", "predict")
+
+    def train(self):
+        raise ConfigError("task 'zero_shot_image_classification' has no training stage; train with "
+                          "'contrastive_language_image_pretrain' and evaluate here")
+
+    def evaluate(self):
+        source = self.source("eval_dataset")
+        features = dataset_features(self, self.args.eval_batch_size or self.args.batch_size, with_text=False)
+        metrics = zero_shot_metrics(self, features, source)
+        self.save_metrics("eval", metrics)
+        return metrics
+
+    def predict(self, input_data, top_k=None):
+        return zero_shot_predict(self, input_data, top_k)

@@ -1,0 +1,115 @@
+"""Trainer: one entry point for every task — ``train()``, ``evaluate()``, ``predict(input_data, top_k)``.
+
+    Trainer(task="contrastive_language_image_pretrain", model="clip_vit_b_32", train_dataset="./Flickr8k").train()
+    Trainer(args="configs/clip/run_clip_demo_synthetic.yaml").train()
+
+``args`` is a run YAML, a mapping, a :class:`MindFormerConfig` or :class:`TrainingArguments`; ``task``
+defaults to the config's ``trainer.type``; a task without a config gets its default run config.
+``model`` is a name (architecture + weights from the catalog), a directory/``.ckpt``, or a model
+instance; datasets are a directory (for the configured ``data_loader``) or a record source.
+"""
+import logging
+from pathlib import Path
+
+from ..catalog import CONFIG_ROOT
+from ..config import MindFormerConfig
+from ..errors import ConfigError
+from ..models.clip import CLIPConfig
+from ..models.modeling_utils import PreTrainedModel
+from ..registry import MindFormerModuleType, MindFormerRegister
+from .run_config import load_run_config
+from .tasks import TASKS
+from .training_args import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIGS = {
+    "contrastive_language_image_pretrain": "clip/run_clip_vit_b_32_pretrain_flickr8k.yaml",
+    "zero_shot_image_classification": "clip/run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml",
+}
+
+
+def _task_class(task, config):
+    if task is not None:
+        if task not in TASKS:
+            raise KeyError(f"unknown task {task!r}; supported: {sorted(TASKS)}")
+        return TASKS[task]
+    trainer_type = (config.get("trainer") or {}).get("type")
+    if trainer_type is None:
+        raise ConfigError(f"no task: pass task= (one of {sorted(TASKS)}) or set trainer.type in the run config")
+    return MindFormerRegister.get_cls(MindFormerModuleType.TRAINER, trainer_type)
+
+
+class Trainer:
+    """Runs a task's train / evaluate / predict from a run config and optional overrides."""
+
+    def __init__(self, args=None, task=None, model=None, train_dataset=None, eval_dataset=None, overrides=None):
+        if isinstance(args, TrainingArguments):
+            args = {"runner_config": args.to_dict()}
+        if args is None and task is not None:
+            if task not in DEFAULT_CONFIGS:
+                raise KeyError(f"unknown task {task!r}; supported: {sorted(DEFAULT_CONFIGS)}")
+            args = CONFIG_ROOT / DEFAULT_CONFIGS[task]
+        config = load_run_config(args, overrides)
+        task_cls = _task_class(task, config)
+        config.setdefault("trainer", MindFormerConfig())
+        config.trainer.type = task_cls.__name__
+        model_obj = self._apply_model(config, model, task_cls)
+        train_source = self._apply_dataset(config, "train_dataset", train_dataset)
+        eval_source = self._apply_dataset(config, "eval_dataset", eval_dataset)
+        self.config = config
+        self.task = task_cls(config, model=model_obj, train_source=train_source, eval_source=eval_source)
+
+    @staticmethod
+    def _apply_model(config, model, task_cls):
+        if model is None or isinstance(model, PreTrainedModel):
+            return model
+        if not isinstance(model, (str, Path)):
+            raise TypeError(f"model must be a name, a path or a model instance, got {type(model).__name__}")
+        path = Path(str(model)).expanduser()
+        if path.exists():
+            config.load_checkpoint = str(path)
+            config.model = MindFormerConfig({"arch": {"type": "CLIPModel"}})
+            return None
+        model_config = CLIPConfig.from_pretrained(str(model))
+        config.model = MindFormerConfig({"arch": {"type": "CLIPModel"},
+                                         "model_config": {k: v for k, v in model_config.to_dict().items()}})
+        config.trainer.model_name = str(model)
+        needs_weights = task_cls.name == "zero_shot_image_classification"
+        from ..catalog import resolve
+        if needs_weights or resolve("clip", str(model)).checkpoint_path.is_file():
+            config.load_checkpoint = str(model)
+        else:
+            logger.warning("no converted checkpoint for %s: training starts from random initialisation", model)
+        return None
+
+    @staticmethod
+    def _apply_dataset(config, section, dataset):
+        if dataset is None:
+            return None
+        if isinstance(dataset, (str, Path)):
+            if config.get(section) is None or config[section].get("data_loader") is None:
+                raise ConfigError(f"{section}={str(dataset)!r} is a directory but the run config has no "
+                                  f"{section}.data_loader to read it with")
+            config[section].data_loader.dataset_dir = str(dataset)
+            return None
+        if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+            return dataset
+        raise TypeError(f"{section} must be a directory or a record source (len + indexing), "
+                        f"got {type(dataset).__name__}")
+
+    @property
+    def model(self):
+        return self.task.model
+
+    def train(self):
+        """Train the model; returns a summary (steps, losses) also written to ``train_metrics.json``."""
+        return self.task.train()
+
+    def evaluate(self):
+        """Evaluate on ``eval_dataset``; returns the metrics also written to ``eval_metrics.json``."""
+        return self.task.evaluate()
+
+    def predict(self, input_data, top_k=None):
+        """Predictions for images (paths, PIL images, arrays, or a list of them)."""
+        return self.task.predict(input_data, top_k=top_k)

@@ -1,0 +1,43 @@
+"""TrainingArguments: the ``runner_config`` section of a run config (MindFormers' name), validated strictly."""
+import dataclasses
+import math
+from typing import Optional
+
+from ..errors import ConfigError
+from ..models.configuration_utils import BaseConfig
+
+
+@dataclasses.dataclass
+class TrainingArguments(BaseConfig):
+    """Everything about *how* to train/evaluate; the model, data, optimizer and schedule live in their sections."""
+
+    output_dir: str = "./output"
+    seed: int = 0
+    epochs: int = 1
+    max_steps: Optional[int] = None            # optimizer steps; overrides epochs when set
+    batch_size: int = 32
+    eval_batch_size: Optional[int] = None
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: Optional[float] = 1.0       # global-norm clipping; None disables
+    logit_scale_max: Optional[float] = math.log(100.0)   # clamp after each step (open_clip); None disables
+    loss_scale: float = 1.0                    # static loss scale for float16 training
+    logging_steps: int = 10
+    save_steps: Optional[int] = None           # None: save at the end of each epoch only
+    keep_checkpoint_max: int = 3
+    num_workers: int = 2
+    train_transform: bool = True               # open_clip's RandomResizedCrop(0.9-1.0); False: eval transform
+    resume_from_checkpoint: Optional[str] = None   # a checkpoint directory, or "latest" in output_dir
+    stop_on_nonfinite: bool = True
+
+    def validate(self):
+        for key in ("epochs", "batch_size", "gradient_accumulation_steps", "logging_steps", "keep_checkpoint_max",
+                    "num_workers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"runner_config.{key}: expected >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "save_steps", "eval_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"runner_config.{key}: expected >= 1 or null, got {getattr(self, key)}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"runner_config.max_grad_norm: expected > 0 or null, got {self.max_grad_norm}")
+        if self.loss_scale <= 0:
+            raise ConfigError(f"runner_config.loss_scale: expected > 0, got {self.loss_scale}")

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Export CLIP embeddings of images and/or texts to disk (sharded, atomic, resumable); optionally score
+retrieval recall@K.
+
+    python scripts/export_embeddings.py --model clip_vit_b_32 --images DIR_or_LIST --out OUT \\
+        [--texts texts.txt | --captions captions.txt] [--evaluate] [--batch_size 64]
+
+--images   a folder (searched recursively for image files) or a text file listing one image path per line
+           (relative paths are resolved against the list file's folder). Image ids are the paths relative
+           to the folder / as written in the list.
+--texts    a text file, one text per line (ids: the line number from 0).
+--captions image-caption pairs, one per line: ``image,caption`` (Flickr8k ``captions.txt``; a first line
+           ``image,caption`` is a header) or ``image<TAB>caption`` (Flickr8k.token.txt; a ``#n`` suffix of the
+           image name is dropped). Gives the texts and, with --evaluate, which image each caption belongs to
+           (matched by the image id, else by file name).
+Outputs go to OUT/images and OUT/texts (see mindram.embeddings.write_embeddings); re-running resumes.
+"""
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mindram.embeddings import recall_at_k, write_embeddings  # noqa: E402
+from mindram.pipeline.base import load_model  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def list_images(source):
+    """``(paths, ids)`` of a folder (recursive) or a list file."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return paths, [p.relative_to(source).as_posix() for p in paths]
+    if not source.is_file():
+        raise SystemExit(f"--images {source}: no such folder or list file")
+    lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    ids = [line for line in lines if line and not line.startswith("#")]
+    return [Path(i) if Path(i).is_absolute() else source.parent / i for i in ids], ids
+
+
+def read_captions(path):
+    """``[(image name, caption)]`` from a Flickr8k-style CSV or TSV caption file."""
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        sep = "\t" if "\t" in line else ","
+        if sep not in line:
+            raise SystemExit(f"{path}:{number + 1}: expected 'image,caption' or 'image<TAB>caption', got {line!r}")
+        image, caption = line.split(sep, 1)
+        if number == 0 and (image.strip().lower(), caption.strip().lower()) == ("image", "caption"):
+            continue
+        pairs.append((re.sub(r"#\d+$", "", image.strip()), caption.strip()))
+    return pairs
+
+
+def match_images(caption_images, image_ids):
+    """Map caption image names to image ids: exact id first, else unique file name."""
+    by_name = {}
+    for image_id in image_ids:
+        by_name.setdefault(Path(image_id).name, []).append(image_id)
+    known = set(image_ids)
+    out = []
+    for name in caption_images:
+        if name in known:
+            out.append(name)
+        else:
+            candidates = by_name.get(Path(name).name, [])
+            out.append(candidates[0] if len(candidates) == 1 else None)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--model", required=True, help="model name, directory or .ckpt")
+    parser.add_argument("--images", help="image folder or list file")
+    texts = parser.add_mutually_exclusive_group()
+    texts.add_argument("--texts", help="text file, one text per line")
+    texts.add_argument("--captions", help="image,caption pairs (Flickr8k captions.txt or token file)")
+    parser.add_argument("--out", required=True, help="output folder (OUT/images, OUT/texts)")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--shard_size", type=int, default=4096)
+    parser.add_argument("--num_workers", type=int, default=4, help="image decoding threads")
+    parser.add_argument("--no_normalize", action="store_true", help="store raw (not L2-normalised) features")
+    parser.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    parser.add_argument("--evaluate", action="store_true", help="print retrieval recall@K (needs --captions)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
+    args = parser.parse_args(argv)
+    if not args.images and not (args.texts or args.captions):
+        parser.error("nothing to export: give --images and/or --texts/--captions")
+    if args.evaluate and not (args.images and args.captions):
+        parser.error("--evaluate needs --images and --captions")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    model = load_model(args.model)
+    out = Path(args.out)
+    common = dict(batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
+                  overwrite=args.overwrite)
+    image_ids = []
+    if args.images:
+        paths, image_ids = list_images(args.images)
+        summary = write_embeddings(model, paths, out / "images", kind="image", ids=image_ids,
+                                   num_workers=args.num_workers, **common)
+        print(f"images: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'images'}")
+    pairs = read_captions(args.captions) if args.captions else None
+    if args.texts or pairs:
+        lines = [c for _, c in pairs] if pairs else Path(args.texts).read_text(encoding="utf-8").splitlines()
+        summary = write_embeddings(model, lines, out / "texts", kind="text", **common)
+        print(f"texts: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'texts'}")
+    if args.evaluate:
+        matched = match_images([image for image, _ in pairs], image_ids)
+        mapping = {str(i): image_id for i, image_id in enumerate(matched) if image_id is not None}
+        metrics = recall_at_k(out / "images", out / "texts", mapping, ks=args.ks)
+        for name, value in metrics.items():
+            print(f"{name}: {100 * value:.2f}")
+        return metrics
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""C++ GELU / LayerNorm kernels: numerics, graph + PyNative, gradients, fallback and build cache."""
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from mindram.layers import kernels
+from mindram.layers.activation import GELU, get_activation
+from mindram.layers.kernels import build
+from mindram.layers.norm import LayerNorm
+
+REPO = Path(__file__).resolve().parents[2]
+MODES = [pytest.param(ms.PYNATIVE_MODE, id="pynative"), pytest.param(ms.GRAPH_MODE, id="graph")]
+WIDTHS = (32, 512, 768, 1024, 1280, 1664)
+
+needs_kernels = pytest.mark.skipif(build.kernels_disabled() or kernels.kernel_library() is None,
+                                   reason="C++ kernels unavailable (no compiler or disabled)")
+
+
+@pytest.fixture
+def mode(request):
+    """Run the test in the requested execution mode and restore PyNative afterwards."""
+    ms.set_context(mode=request.param)
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def gelu64(x):
+    """Exact erf GELU in float64."""
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    xd = np.asarray(x, np.float64)
+    return 0.5 * xd * (1.0 + erf(xd / math.sqrt(2.0)))
+
+
+def layer_norm64(x, w, b, eps=1e-5):
+    """LayerNorm over the last axis in float64."""
+    xd = np.asarray(x, np.float64)
+    mean, var = xd.mean(-1, keepdims=True), xd.var(-1, keepdims=True)
+    return (xd - mean) / np.sqrt(var + eps) * w + b
+
+
+def make_layer_norm(width, use_kernel=True, seed=0):
+    """LayerNorm with random affine parameters, optionally forced onto the built-in path."""
+    rng = np.random.default_rng(seed)
+    ln = LayerNorm(width)
+    ln.weight.set_data(ms.Tensor(rng.standard_normal(width).astype(np.float32)))
+    ln.bias.set_data(ms.Tensor(rng.standard_normal(width).astype(np.float32)))
+    if not use_kernel:
+        ln.use_kernel = False
+    return ln
+
+
+class Loss(nn.Cell):
+    """sum(net(x) * dy): its gradient w.r.t. net's output is dy."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x, dy):
+        return (self.net(x) * dy).sum()
+
+
+class TransposeThen(nn.Cell):
+    """Apply ``net`` to x.transpose(1, 0, 2): a non-contiguous input inside the graph."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return self.net(x.transpose(1, 0, 2))
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_gelu_kernel_matches_float64_and_torch(mode):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-10, 10, 400_001, dtype=np.float32),
+                        np.array([-3e38, -1e30, -87.5, -40, -1e-30, -1e-42, 0.0, 1e-42, 40, 1e30,
+                                  3e38], np.float32)])
+    cell = GELU()
+    assert cell.use_kernel
+    y = cell(ms.Tensor(x)).asnumpy()
+    assert np.abs(y - gelu64(x)).max() <= 5e-7
+    y_torch = torch.nn.functional.gelu(torch.from_numpy(x[:400_001])).numpy()  # torch: inf at 3e38
+    assert np.abs(y[:400_001] - y_torch).max() <= 1.5e-6
+    special = cell(ms.Tensor(np.array([np.nan, np.inf, -np.inf, -0.0], np.float32))).asnumpy()
+    assert np.isnan(special[0]) and special[1] == np.inf and special[2] == 0.0 and special[3] == 0.0
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_layer_norm_kernel_matches_float64_and_torch(mode):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    for width, shape in zip(WIDTHS, [(3, 5), (2, 7), (4, 1), (1, 3), (5,), (2, 2)]):
+        x = (rng.standard_normal((*shape, width)) * 3 + 1.5).astype(np.float32)
+        ln = make_layer_norm(width, seed=width)
+        assert ln.use_kernel
+        w, b = ln.weight.asnumpy(), ln.bias.asnumpy()
+        y = ln(ms.Tensor(x)).asnumpy()
+        assert np.abs(y - layer_norm64(x, w, b)).max() <= 2e-6, width
+        yt = torch.nn.functional.layer_norm(torch.from_numpy(x), (width,), torch.from_numpy(w),
+                                            torch.from_numpy(b), 1e-5).numpy()
+        assert np.abs(y - yt).max() <= 4e-6, width
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_kernels_on_non_contiguous_input(mode):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4, 768)).astype(np.float32) * 2
+    ln = make_layer_norm(768)
+    xt = x.transpose(1, 0, 2)
+    y = TransposeThen(ln)(ms.Tensor(x)).asnumpy()
+    assert np.abs(y - layer_norm64(xt, ln.weight.asnumpy(), ln.bias.asnumpy())).max() <= 2e-6
+    assert np.abs(TransposeThen(GELU())(ms.Tensor(x)).asnumpy() - gelu64(xt)).max() <= 5e-7
+    if mode == ms.PYNATIVE_MODE:  # a view tensor handed to the kernel directly
+        view = ms.Tensor(x).transpose(1, 0, 2)
+        assert np.abs(GELU()(view).asnumpy() - gelu64(xt)).max() <= 5e-7
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_gradients_equal_builtin(mode):
+    rng = np.random.default_rng(3)
+    x = ms.Tensor(rng.standard_normal((3, 5, 64)).astype(np.float32) * 3)
+    dy = ms.Tensor(rng.standard_normal((3, 5, 64)).astype(np.float32))
+    grads = []
+    for use_kernel in (True, False):
+        ln = make_layer_norm(64, use_kernel)
+        gx, (gw, gb) = ms.grad(Loss(ln), grad_position=0, weights=ln.trainable_params())(x, dy)
+        grads.append([g.asnumpy() for g in (gx, gw, gb)])
+    for kernel_grad, builtin_grad in zip(*grads):
+        assert np.abs(kernel_grad - builtin_grad).max() <= 1e-5
+    gelu_k, gelu_b = GELU(), GELU()
+    gelu_b.use_kernel = False
+    gk, gb_ = (ms.grad(Loss(cell))(x, dy).asnumpy() for cell in (gelu_k, gelu_b))
+    assert np.abs(gk - gb_).max() <= 1e-5
+
+
+@needs_kernels
+def test_non_float32_and_dynamic_shape_use_builtin_ops():
+    x = np.linspace(-4, 4, 96, dtype=np.float32).reshape(2, 3, 16)
+    y16 = GELU()(ms.Tensor(x, ms.float16)).asnumpy().astype(np.float64)
+    assert np.abs(y16 - gelu64(x)).max() <= 5e-3
+    ln = make_layer_norm(16)
+    ref = layer_norm64(x, ln.weight.asnumpy(), ln.bias.asnumpy())
+    assert np.abs(ln(ms.Tensor(x, ms.float16)).asnumpy() - ref).max() <= 2e-2
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        for cell, expected in ((GELU(), gelu64(x)), (ln, ref)):
+            cell.set_inputs(ms.Tensor(shape=[None, 3, 16], dtype=ms.float32))
+            assert np.abs(cell(ms.Tensor(x)).asnumpy() - expected).max() <= 2e-6
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_disabled_kernels_fall_back_with_same_numbers(monkeypatch, caplog):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 768)).astype(np.float32) * 3
+    kernel_ln, kernel_gelu = make_layer_norm(768), GELU()
+    monkeypatch.setenv(build.DISABLE_ENV, "1")
+    monkeypatch.setitem(build._state, "warned", False)  # pylint: disable=protected-access
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=build.__name__):
+        fallback_ln, fallback_gelu = make_layer_norm(768), get_activation("gelu")
+    assert not fallback_ln.use_kernel and not fallback_gelu.use_kernel
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert np.abs(fallback_gelu(ms.Tensor(x)).asnumpy() - gelu64(x)).max() <= 1e-6
+    ref = layer_norm64(x, fallback_ln.weight.asnumpy(), fallback_ln.bias.asnumpy())
+    assert np.abs(fallback_ln(ms.Tensor(x)).asnumpy() - ref).max() <= 4e-6
+    if kernel_ln.use_kernel:
+        assert np.abs(fallback_ln(ms.Tensor(x)).asnumpy()
+                      - kernel_ln(ms.Tensor(x)).asnumpy()).max() <= 4e-6
+        assert np.abs(fallback_gelu(ms.Tensor(x)).asnumpy()
+                      - kernel_gelu(ms.Tensor(x)).asnumpy()).max() <= 1e-6
+    assert sorted(p.name for p in fallback_ln.get_parameters()) == ["bias", "weight"]
+
+
+def test_missing_compiler_falls_back(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv(build.DISABLE_ENV, raising=False)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MINDRAM_HOME", str(tmp_path))
+    saved = dict(build._state)  # pylint: disable=protected-access
+    build.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger=build.__name__):
+            assert build.kernel_library() is None
+            assert build.kernel_library() is None
+            assert kernels.gelu_primitive() is None and not GELU().use_kernel
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "no C++ compiler" in warnings[0].getMessage()
+    finally:
+        build._state.update(saved)  # pylint: disable=protected-access
+
+
+_PROBE = ("import json; from mindram.layers.kernels import build; "
+          "print(json.dumps(build.build_info()))")
+
+
+def _probe(home):
+    env = dict(os.environ, MINDRAM_HOME=str(home), PYTHONPATH=str(REPO))
+    env.pop(build.DISABLE_ENV, None)
+    return subprocess.Popen([sys.executable, "-c", _PROBE], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@needs_kernels
+def test_build_cache_is_reused_across_processes(tmp_path):
+    first = [_result(p) for p in [_probe(tmp_path), _probe(tmp_path)]]  # concurrent cold builds
+    assert all(r["path"] for r in first) and first[0]["path"] == first[1]["path"]
+    assert any(r["compiled"] for r in first)
+    lib = Path(first[0]["path"])
+    assert lib.parent.parent == tmp_path / "kernels" and lib.is_file()
+    mtime = lib.stat().st_mtime_ns
+    second = _result(_probe(tmp_path))
+    assert second == {"path": str(lib), "compiled": False}
+    assert lib.stat().st_mtime_ns == mtime
+    assert [p.name for p in lib.parent.iterdir()] == [build.LIB_NAME]  # no temporaries left
