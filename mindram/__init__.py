@@ -8,7 +8,7 @@ import os as _os
 # MindSpore logs INFO/WARNING lines from C++ at import; keep them off unless the user asks (GLOG_v).
 _os.environ.setdefault("GLOG_v", "3")
 
-from . import losses  # noqa: E402
+from . import embeddings, losses, metrics  # noqa: E402
 from .config import MindFormerConfig  # noqa: E402
 from .models.clip import (  # noqa: E402
     CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize)
@@ -20,5 +20,5 @@ from .pipeline import pipeline  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "MindFormerConfig",
-           "MindFormerModuleType", "MindFormerRegister", "Trainer", "TrainingArguments", "build_from_cfg", "losses",
+           "MindFormerModuleType", "MindFormerRegister", "Trainer", "TrainingArguments", "build_from_cfg", "embeddings", "losses", "metrics",
            "pipeline", "tokenize", "__version__"]

@@ -3,12 +3,14 @@
 A model family sets ``config_class`` and ``family``; names resolve through :mod:`mindram.catalog`.
 Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither executes code.
 """
+import contextlib
 import logging
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+import safetensors.numpy
+from mindspore import Tensor, nn
 
 from .. import catalog
 from ..errors import CheckpointError
@@ -17,26 +19,65 @@ from ..utils.io import atomic_write
 logger = logging.getLogger(__name__)
 
 
+def _mem_available():
+    """Bytes of memory available to a new allocation (MemAvailable: free + reclaimable page cache)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _page_cache_aware_memory_check():
+    """MindSpore 2.10 refuses a ``.ckpt`` larger than ``sysconf(SC_AVPHYS_PAGES)`` — *free* pages only, so
+    a machine whose memory sits in the page cache (any machine that has just written big files) is
+    reported as out of memory. Use MemAvailable for that check while loading."""
+    from mindspore.train import serialization
+    original = getattr(serialization, "_get_available_memory", None)
+    if original is None or _mem_available() is None:
+        yield
+        return
+    serialization._get_available_memory = _mem_available
+    try:
+        yield
+    finally:
+        serialization._get_available_memory = original
+
+
 def read_checkpoint(path):
-    """Read a ``.ckpt`` or ``.safetensors`` file into ``{name: np.ndarray}``."""
+    """Read a ``.ckpt`` (MindSpore protobuf) or ``.safetensors`` file into ``{name: np.ndarray}``.
+
+    ``.ckpt`` is one protobuf message (limited to 2 GB and read whole into memory); use
+    ``.safetensors`` for ViT-H and larger.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    fmt = "safetensors" if path.suffix == ".safetensors" else "ckpt"
     try:
-        params = ms.load_checkpoint(str(path), format=fmt)
+        if path.suffix == ".safetensors":
+            return safetensors.numpy.load_file(str(path))
+        with _page_cache_aware_memory_check():
+            params = ms.load_checkpoint(str(path))
     except Exception as e:  # mindspore raises ValueError/RuntimeError with little context
-        raise CheckpointError(f"cannot read checkpoint {path} as {fmt}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     return {k: v.asnumpy() for k, v in params.items()}
 
 
 def write_checkpoint(params, path):
-    """Write ``{name: np.ndarray | Tensor}`` as a MindSpore ``.ckpt``, atomically."""
-    entries = [{"name": k, "data": v if isinstance(v, Tensor) else Tensor(np.ascontiguousarray(v))}
-               for k, v in params.items()]
+    """Write ``{name: np.ndarray | Tensor}`` atomically, as ``.safetensors`` or MindSpore ``.ckpt`` by suffix."""
+    path = Path(path)
     with atomic_write(path) as tmp:
-        ms.save_checkpoint(entries, tmp)
-    return Path(path)
+        if path.suffix == ".safetensors":
+            safetensors.numpy.save_file({k: np.ascontiguousarray(v.asnumpy() if isinstance(v, Tensor) else v)
+                                         for k, v in params.items()}, tmp)
+        else:
+            ms.save_checkpoint([{"name": k, "data": v if isinstance(v, Tensor) else Tensor(np.ascontiguousarray(v))}
+                                for k, v in params.items()], tmp)
+    return path
 
 
 def load_state_dict(model, params, strict=True, source="state dict"):
@@ -146,6 +187,3 @@ class PreTrainedModel(nn.Cell):
         logger.info("loaded %s from %s", cls.__name__, ckpt)
         return model
 
-
-def zeros_parameter(shape, name):
-    return Parameter(Tensor(np.zeros(shape, np.float32)), name=name)

@@ -7,7 +7,8 @@ from PIL import Image
 
 import mindram
 from mindram.errors import DataError
-from mindram.models.clip.zero_shot import build_zero_shot_classifier, l2_normalize, zero_shot_logits
+from mindram.models.clip.zero_shot import (build_zero_shot_classifier, bucket_size, encode_in_batches,
+                                           imagenet_classnames_and_templates, l2_normalize, zero_shot_logits)
 from mindram.pipeline import pipeline, supported_tasks
 from mindram.pipeline.base import build_image_processor
 from tests.unit.test_clip_model import tiny
@@ -49,6 +50,35 @@ def count_calls(monkeypatch, model, name):
         return original(x)
     monkeypatch.setattr(model, name, wrapper)
     return calls
+
+
+def test_zero_shot_classifier_definition(model):
+    templates = ["a photo of a {}.", lambda c: f"{c}!", "itap of the {}"]
+    weights = build_zero_shot_classifier(model, LABELS, templates, batch_size=4)
+    assert weights.shape == (16, len(LABELS)) and weights.dtype == np.float32
+    for c, label in enumerate(LABELS):
+        ids = mindram.tokenize([f"a photo of a {label}.", f"{label}!", f"itap of the {label}"])
+        mean = l2_normalize(model.get_text_features(ids).asnumpy()).mean(axis=0)
+        np.testing.assert_allclose(weights[:, c], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_allclose(build_zero_shot_classifier(model, LABELS, templates, batch_size=64), weights, atol=1e-5)
+    feats = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    np.testing.assert_allclose(zero_shot_logits(feats * 7, weights), 100 * l2_normalize(feats) @ weights, rtol=1e-5)
+    classnames, imagenet_templates = imagenet_classnames_and_templates()
+    assert len(classnames) == 1000 and len(imagenet_templates) == 80 and classnames[0] == "tench"
+    assert len(imagenet_classnames_and_templates(simple=True)[1]) == 7
+
+
+def test_encode_in_batches_pads_to_few_shapes():
+    shapes = []
+
+    def encode(x):
+        shapes.append(len(x))
+        return x[:, :2] * 2
+    data = np.arange(26, dtype=np.float32).reshape(13, 2)
+    np.testing.assert_array_equal(encode_in_batches(encode, data, 8), data * 2)
+    assert shapes == [8, 8]  # 8 + 5 padded to 8
+    assert [bucket_size(n, 8) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 8]
+    assert bucket_size(5, 6) == 6
 
 
 def test_tasks_and_unknown_task():

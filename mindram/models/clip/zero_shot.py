@@ -106,16 +106,17 @@ def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequ
         templates: format strings (``"a photo of a {}."``) or callables ``name -> prompt``.
         tokenizer: None (``mindram.tokenize``), a ``CLIPTokenizer`` or a callable returning ids.
         batch_size: prompts per text-tower call.
-        progress: show a tqdm bar over classes; None shows it for 100 classes or more.
+        progress: show a tqdm bar over classes; None: for 100 classes or more, on a terminal.
     """
     classnames = _check_names("classnames", classnames)
     templates = _check_names("templates", templates)
     num_templates = len(templates)
     per_chunk = max(1, batch_size // num_templates)
-    show = progress if progress is not None else len(classnames) >= 100
+    # None: a bar for 100+ classes when writing to a terminal (tqdm's disable=None)
+    disable = (not progress) if progress is not None else (None if len(classnames) >= 100 else True)
     columns = []
     encode = model.get_text_features
-    with tqdm(total=len(classnames), desc="zero-shot classifier", unit="class", disable=not show) as bar:
+    with tqdm(total=len(classnames), desc="zero-shot classifier", unit="class", disable=disable) as bar:
         for start in range(0, len(classnames), per_chunk):
             names = classnames[start:start + per_chunk]
             texts = [_render(t, c) for c in names for t in templates]

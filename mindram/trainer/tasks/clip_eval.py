@@ -6,7 +6,7 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError
 from ...metrics import retrieval_recall_at_k, topk_accuracy
-from ...models.clip.zero_shot import build_zero_shot_classifier, imagenet_classnames_and_templates
+from ...models.clip.zero_shot import build_zero_shot_classifier, encode_in_batches, imagenet_classnames_and_templates
 
 logger = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ["a photo of a {}."]
@@ -52,7 +52,7 @@ def dataset_features(task, batch_size, with_text=True):
     for row in tqdm(data.create_dict_iterator(num_epochs=1, output_numpy=True), total=data.get_dataset_size(),
                     desc="evaluate", unit="batch"):
         pixels = row["pixel_values"]
-        images.append(model.get_image_features(pixels).asnumpy())
+        images.append(encode_in_batches(model.get_image_features, pixels, batch_size))
         if "label" in columns:
             labels.append(row["label"])
         if not with_text:
@@ -65,7 +65,7 @@ def dataset_features(task, batch_size, with_text=True):
             owners = np.concatenate([np.full(counts[i], seen + i) for i in range(len(ids))])
         else:
             flat, owners = ids, np.arange(seen, seen + len(ids))
-        texts.append(model.get_text_features(flat).asnumpy())
+        texts.append(encode_in_batches(model.get_text_features, flat, batch_size))
         text_owner.append(owners)
         seen += len(pixels)
     return {"image": _normalize(np.concatenate(images)),
