@@ -5,6 +5,9 @@ not declare is rejected rather than silently ignored.
 """
 import dataclasses
 import typing
+from pathlib import Path
+
+import yaml
 
 from ..errors import ConfigError
 
@@ -84,3 +87,56 @@ class BaseConfig:
         data = self.to_dict()
         data.update(changes)
         return type(self).from_dict(data)
+
+
+class PretrainedConfig(BaseConfig):
+    """A model config that is read from the catalog's YAML files and written beside checkpoints.
+
+    Subclasses set ``family`` (the catalog family, e.g. ``"clip"``) and may override
+    :meth:`arch_type` (the ``model.arch.type`` written by :meth:`save`).
+    """
+
+    family: typing.ClassVar[str] = None
+    arch_name: typing.ClassVar[str] = None
+
+    def arch_type(self):
+        return self.arch_name
+
+    @classmethod
+    def show_support_list(cls):
+        """Every name accepted by ``from_pretrained`` (architectures and architecture.weights)."""
+        from .. import catalog
+        return catalog.support_list(cls.family)
+
+    @classmethod
+    def from_yaml(cls, path):
+        """Read a model YAML (MindFormers layout ``model.model_config``, or a bare mapping)."""
+        from ..config import MindFormerConfig
+        data = MindFormerConfig(str(path)).to_dict()
+        data = data.get("model", data)
+        try:
+            return cls.from_dict(data.get("model_config", data))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    @classmethod
+    def from_pretrained(cls, name_or_path):
+        """Config of a supported model name, a ``.yaml`` file, or a directory with ``config.yaml``."""
+        from .. import catalog
+        path = Path(str(name_or_path)).expanduser()
+        if path.is_dir() or path.suffix in (".yaml", ".yml"):
+            path = path / "config.yaml" if path.is_dir() else path
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such config file (save_pretrained writes config.yaml)")
+            return cls.from_yaml(path)
+        record = catalog.resolve(cls.family, str(name_or_path))
+        config = cls.from_yaml(record.arch_file)
+        if "checkpoint_name_or_path" in cls.field_names():
+            config = config.replace(checkpoint_name_or_path=record.name)
+        return config
+
+    def save(self, path):
+        """Write this config as a MindFormers-layout YAML (``model.arch`` + ``model.model_config``)."""
+        data = {"model": {"arch": {"type": self.arch_type()},
+                          "model_config": {"type": type(self).__name__, **self.to_dict()}}}
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -190,3 +190,17 @@ def test_ckpt_loads_when_memory_sits_in_the_page_cache(tmp_path, monkeypatch):
     real = os.sysconf
     monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else real(name))
     assert read_checkpoint(tmp_path / "x.ckpt")["w"].shape == (512, 512)
+
+
+def test_float16_compute_is_close_to_float32():
+    config = tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32"))
+    full = mindram.CLIPModel(config)
+    half = mindram.CLIPModel(config.replace(compute_dtype="float16"))
+    half.load_weights(full.state_dict())
+    pixels, ids = inputs(config)
+    out = half.get_image_features(pixels).asnumpy()
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, full.get_image_features(pixels).asnumpy(), atol=2e-2)
+    np.testing.assert_allclose(half.get_text_features(ids).asnumpy(), full.get_text_features(ids).asnumpy(), atol=2e-2)
+    with pytest.raises(ConfigError, match="bfloat16"):
+        config.replace(compute_dtype="bfloat16")

@@ -8,16 +8,11 @@ a bare MindFormers name such as ``clip_vit_b_32`` means its default weights (Ope
 """
 import dataclasses
 import math
-from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from ... import catalog
-from ...config import MindFormerConfig
 from ...errors import ConfigError
 from ...layers.activation import ACTIVATIONS
-from ..configuration_utils import BaseConfig
+from ..configuration_utils import BaseConfig, PretrainedConfig
 
 FAMILY = "clip"
 
@@ -89,8 +84,11 @@ class CLIPTextConfig(BaseConfig):
 
 
 @dataclasses.dataclass
-class CLIPConfig(BaseConfig):
+class CLIPConfig(PretrainedConfig):
     """Both towers, the shared embedding width and the logit scale."""
+
+    family = FAMILY
+    arch_name = "CLIPModel"
 
     text_config: Optional[CLIPTextConfig] = None
     vision_config: Optional[CLIPVisionConfig] = None
@@ -103,42 +101,6 @@ class CLIPConfig(BaseConfig):
 
     def validate(self):
         _check_positive("CLIPConfig", projection_dim=self.projection_dim)
-        if self.compute_dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"CLIPConfig.compute_dtype: expected float32, float16 or bfloat16, "
-                              f"got {self.compute_dtype!r}")
-
-    # ---- construction from names, files and directories ----
-    @classmethod
-    def show_support_list(cls):
-        """Every name accepted by ``from_pretrained`` (architectures and architecture.weights)."""
-        return catalog.support_list(FAMILY)
-
-    @classmethod
-    def from_yaml(cls, path):
-        """Read a model YAML (MindFormers layout ``model.model_config`` or a bare mapping)."""
-        data = MindFormerConfig(str(path)).to_dict()
-        data = data.get("model", data)
-        data = data.get("model_config", data)
-        try:
-            return cls.from_dict(data)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
-
-    @classmethod
-    def from_pretrained(cls, name_or_path):
-        """Config of a supported model name, a ``.yaml`` file, or a directory with ``config.yaml``."""
-        path = Path(str(name_or_path)).expanduser()
-        if path.is_dir():
-            if not (path / "config.yaml").is_file():
-                raise ConfigError(f"{path}: directory has no config.yaml (written by save_pretrained)")
-            return cls.from_yaml(path / "config.yaml")
-        if path.suffix in (".yaml", ".yml"):
-            return cls.from_yaml(path)
-        record = catalog.resolve(FAMILY, str(name_or_path))
-        config = cls.from_yaml(record.arch_file)
-        return config.replace(checkpoint_name_or_path=record.name)
-
-    def save(self, path):
-        """Write this config as a MindFormers-layout YAML."""
-        data = {"model": {"arch": {"type": "CLIPModel"}, "model_config": {"type": "CLIPConfig", **self.to_dict()}}}
-        Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        if self.compute_dtype not in ("float32", "float16"):
+            raise ConfigError(f"CLIPConfig.compute_dtype: expected float32 or float16 (bfloat16 has no MindSpore "
+                              f"2.10 CPU kernels), got {self.compute_dtype!r}")

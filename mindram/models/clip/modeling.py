@@ -18,7 +18,7 @@ from ...utils.graph import run_in_graph_mode
 from ..modeling_utils import PreTrainedModel
 from .configuration import CLIPConfig
 
-_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+_DTYPES = {"float32": ms.float32, "float16": ms.float16}
 
 
 def _normal(shape, std, rng):
