@@ -117,3 +117,16 @@ def test_zero_shot_task_has_no_training(tmp_path):
 def test_unknown_task_lists_supported():
     with pytest.raises(KeyError, match="contrastive_language_image_pretrain"):
         Trainer(task="image_captioning")
+
+
+def test_mixed_precision_training_runs(tmp_path):
+    """compute_dtype float16 with a static loss scale: finite losses, master weights stay float32."""
+    cfg = tiny_run_config(tmp_path, max_steps=3, loss_scale=1024.0)
+    cfg.merge_from_dict({"model.model_config.compute_dtype": "float16"})
+    trainer = Trainer(args=cfg)
+    before = params_of(trainer)
+    summary = trainer.train()
+    assert all(np.isfinite(h["loss"]) for h in summary["history"])
+    after = params_of(trainer)
+    assert all(v.dtype == np.float32 for v in after.values())
+    assert max(float(np.abs(after[k] - before[k]).max()) for k in after) > 1e-5
