@@ -124,8 +124,8 @@ class PreTrainedModel(nn.Cell):
         return catalog.support_list(cls.family)
 
     def state_dict(self):
-        """``{name: np.ndarray}`` of every parameter."""
-        return {p.name: p.asnumpy() for p in self.get_parameters()}
+        """``{name: np.ndarray}`` copies of every parameter."""
+        return {p.name: p.asnumpy().copy() for p in self.get_parameters()}  # asnumpy() may share memory
 
     def load_weights(self, source, strict=True):
         """Load a ``.ckpt``/``.safetensors`` path or a ``{name: array}`` dict into this model."""
