@@ -39,7 +39,21 @@ class Record(NamedTuple):
     label: int = -1
 
 
-class DataStats:
+class PicklableLock:
+    """Mixin for objects holding ``self._lock``: pickled without it (locks cannot be pickled; workers with
+    python_multiprocessing get their own)."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class DataStats(PicklableLock):
     """Thread-safe counters of the items the pipeline could not read.
 
     Attributes:
@@ -52,14 +66,6 @@ class DataStats:
         self.bad_items: Dict[int, str] = {}
         self.num_substituted = 0
 
-    def __getstate__(self):  # locks cannot be pickled (python_multiprocessing with 'spawn')
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def is_bad(self, index: int) -> bool:
         """Whether ``index`` is already known to be unreadable."""

@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..models.clip.image_processing import CLIPImageProcessor
 from ..models.clip.tokenizer import tokenize
-from .base import DataStats, Record
+from .base import DataStats, PicklableLock, Record
 from .sampler import ResumableSampler, steps_per_epoch
 from .transforms import EvalTransform, TrainTransform
 
@@ -70,7 +70,7 @@ def output_columns(has_labels: bool, multi_caption: bool, return_index: bool = F
     return cols
 
 
-class ClipSampleLoader:
+class ClipSampleLoader(PicklableLock):
     """Map operation of the pipeline: sampler code -> tuple of numpy columns (see :func:`output_columns`).
 
     Called concurrently by the ``map`` workers; it is thread-safe.
@@ -94,15 +94,6 @@ class ClipSampleLoader:
         self._served: Dict[int, int] = {}
         self._substituted: Dict[int, int] = {}
         self._truncation_warned = False
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.source)

@@ -12,7 +12,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..models.clip.image_processing import CLIPImageProcessor, _INTERPOLATIONS
 
 __all__ = ["EvalTransform", "TrainTransform", "random_resized_crop_params"]
@@ -74,8 +74,6 @@ class TrainTransform:
         self.image_size = image_processor.image_size
         self.scale, self.ratio = scale, ratio
         self._resample = _INTERPOLATIONS[image_processor.interpolation]
-        self._mean = np.asarray(image_processor.mean, dtype=np.float32).reshape(3, 1, 1)
-        self._std = np.asarray(image_processor.std, dtype=np.float32).reshape(3, 1, 1)
 
     def __call__(self, image, rng: np.random.Generator) -> np.ndarray:
         img = self.image_processor._load(image)  # pylint: disable=protected-access  # same input rules
@@ -84,9 +82,4 @@ class TrainTransform:
         img = img.crop((left, top, left + w, top + h))
         if img.size != (s, s):
             img = img.resize((s, s), self._resample)
-        try:
-            rgb = img.convert("RGB")
-        except ValueError as e:
-            raise DataError(f"cannot convert PIL mode {img.mode!r} to RGB: {e}") from e
-        chw = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-        return (chw - self._mean) / self._std
+        return self.image_processor.to_normalized_array(img)

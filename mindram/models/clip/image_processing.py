@@ -237,7 +237,10 @@ class CLIPImageProcessor:
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Preprocess one image into a float32 ``(3, S, S)`` array."""
-        img = self._resize_crop(self._load(image))
+        return self.to_normalized_array(self._resize_crop(self._load(image)))
+
+    def to_normalized_array(self, img: Image.Image) -> np.ndarray:
+        """An already resized/cropped PIL image → RGB → [0, 1] → ``(x - mean) / std``, float32 ``(3, H, W)``."""
         try:
             rgb = img.convert("RGB")
         except ValueError as e:

@@ -14,7 +14,7 @@ from ... import catalog
 from ...data import build_clip_dataset, steps_per_epoch
 from ...errors import ConfigError, MindramError
 from ...losses import CLIPWithLoss
-from ...models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, tokenize
+from ...models.clip import CLIPImageProcessor, tokenize
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
