@@ -17,15 +17,18 @@ from ..configuration_utils import BaseConfig, PretrainedConfig
 FAMILY = "clip"
 
 
-def _check_positive(owner, **values):
-    for key, value in values.items():
-        if value <= 0:
-            raise ConfigError(f"{owner}.{key}: expected a positive value, got {value!r}")
-
-
-def _check_act(owner, act):
-    if act not in ACTIVATIONS:
-        raise ConfigError(f"{owner}.hidden_act: unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+def _check_tower(config, owner):
+    """Checks shared by both towers: positive sizes, heads dividing the width, a known activation."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, (int, float)) and value <= 0:
+            raise ConfigError(f"{owner}.{field.name}: expected a positive value, got {value!r}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f"{owner}.hidden_size={config.hidden_size} is not divisible by "
+                          f"num_attention_heads={config.num_attention_heads}")
+    if config.hidden_act not in ACTIVATIONS:
+        raise ConfigError(f"{owner}.hidden_act: unknown activation {config.hidden_act!r}; "
+                          f"expected one of {sorted(ACTIVATIONS)}")
 
 
 @dataclasses.dataclass
@@ -43,16 +46,9 @@ class CLIPVisionConfig(BaseConfig):
     layer_norm_eps: float = 1e-5
 
     def validate(self):
-        _check_positive("vision_config", image_size=self.image_size, patch_size=self.patch_size,
-                        num_channels=self.num_channels, hidden_size=self.hidden_size,
-                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-                        intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps)
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"vision_config.hidden_size={self.hidden_size} is not divisible by "
-                              f"num_attention_heads={self.num_attention_heads}")
+        _check_tower(self, "vision_config")
         if self.patch_size > self.image_size:
             raise ConfigError(f"vision_config.patch_size={self.patch_size} exceeds image_size={self.image_size}")
-        _check_act("vision_config", self.hidden_act)
 
     @property
     def grid_size(self):
@@ -73,14 +69,7 @@ class CLIPTextConfig(BaseConfig):
     layer_norm_eps: float = 1e-5
 
     def validate(self):
-        _check_positive("text_config", vocab_size=self.vocab_size,
-                        max_position_embeddings=self.max_position_embeddings, hidden_size=self.hidden_size,
-                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-                        intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps)
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"text_config.hidden_size={self.hidden_size} is not divisible by "
-                              f"num_attention_heads={self.num_attention_heads}")
-        _check_act("text_config", self.hidden_act)
+        _check_tower(self, "text_config")
 
 
 @dataclasses.dataclass
@@ -100,7 +89,8 @@ class CLIPConfig(PretrainedConfig):
     nested = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
 
     def validate(self):
-        _check_positive("CLIPConfig", projection_dim=self.projection_dim)
+        if self.projection_dim <= 0:
+            raise ConfigError(f"CLIPConfig.projection_dim: expected a positive value, got {self.projection_dim!r}")
         if self.compute_dtype not in ("float32", "float16"):
             raise ConfigError(f"CLIPConfig.compute_dtype: expected float32 or float16 (bfloat16 has no MindSpore "
                               f"2.10 CPU kernels), got {self.compute_dtype!r}")
