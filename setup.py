@@ -32,6 +32,7 @@ setup(
         "test": [
             "pytest>=7",
             "scikit-image>=0.21",
+            "faiss-cpu>=1.7",
             # reference implementation for parity tests and the torch side of benchmarks
             "torch==2.14.1",
             "torchvision==0.29.1",
