@@ -9,6 +9,7 @@ Bad inputs: in a list, an image that cannot be read is skipped and reported (a w
 and path) and its result is ``None``; a single bad input raises (``DataError``, ``FileNotFoundError`` or
 ``TypeError`` from :class:`~mindram.CLIPImageProcessor`).
 """
+import abc
 import logging
 import os
 
@@ -87,7 +88,7 @@ def check_batch_size(batch_size):
     return int(batch_size)
 
 
-class Pipeline:
+class Pipeline(abc.ABC):
     """Base of mindram pipelines; subclasses set ``task`` and implement the four steps."""
 
     task = None
@@ -109,14 +110,17 @@ class Pipeline:
         call = self._sanitize_parameters(**kwargs)
         return tuple({**default, **override} for default, override in zip(self._defaults, call))
 
-    def preprocess(self, inputs, **params):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def preprocess(self, inputs, offset=0, strict=False, **params):
+        """A batch of raw inputs → model inputs."""
 
+    @abc.abstractmethod
     def _forward(self, model_inputs, **params):
-        raise NotImplementedError
+        """Model inputs → model outputs."""
 
+    @abc.abstractmethod
     def postprocess(self, model_outputs, **params):
-        raise NotImplementedError
+        """Model outputs → one result per input of the batch."""
 
     def __call__(self, inputs, batch_size=None, **kwargs):
         """Run the pipeline on one input or a list; returns a list with one result per input."""
