@@ -12,6 +12,7 @@ from . import embeddings, losses, metrics  # noqa: E402
 from .config import MindFormerConfig  # noqa: E402
 from .models.clip import (  # noqa: E402
     CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize)
+from .models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus  # noqa: E402
 from .registry import MindFormerModuleType, MindFormerRegister, build_from_cfg  # noqa: E402
 from . import data  # noqa: E402,F401  (registers the datasets)
 from .trainer import Trainer, TrainingArguments  # noqa: E402
@@ -20,5 +21,6 @@ from .pipeline import pipeline  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "MindFormerConfig",
-           "MindFormerModuleType", "MindFormerRegister", "Trainer", "TrainingArguments", "build_from_cfg", "embeddings", "losses", "metrics",
-           "pipeline", "tokenize", "__version__"]
+           "MindFormerModuleType", "MindFormerRegister", "RAM", "RAMConfig", "RAMImageProcessor", "RAMPlus",
+           "Trainer", "TrainingArguments", "build_from_cfg", "embeddings", "losses", "metrics", "pipeline",
+           "tokenize", "__version__"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..layers.activation import ACTIVATIONS
 
 _NUMERIC = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
 
@@ -29,6 +30,20 @@ def _check_type(owner, name, value, annotation):
                               f"({type(value).__name__})")
         return annotation(value)
     return value
+
+
+def check_transformer_config(config, owner):
+    """Checks shared by transformer configs: positive sizes, heads dividing the width, a known activation."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, (int, float)) and value <= 0:
+            raise ConfigError(f"{owner}.{field.name}: expected a positive value, got {value!r}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f"{owner}.hidden_size={config.hidden_size} is not divisible by "
+                          f"num_attention_heads={config.num_attention_heads}")
+    if config.hidden_act not in ACTIVATIONS:
+        raise ConfigError(f"{owner}.hidden_act: unknown activation {config.hidden_act!r}; "
+                          f"expected one of {sorted(ACTIVATIONS)}")
 
 
 class BaseConfig:

@@ -8,6 +8,7 @@ import difflib
 from ..registry import MindFormerModuleType, MindFormerRegister
 from .base import Pipeline
 from .feature_extraction import FeatureExtractionPipeline
+from .image_tagging import ImageTaggingPipeline
 from .zero_shot_image_classification import ZeroShotImageClassificationPipeline
 
 
@@ -44,5 +45,5 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
     return cls(model=model, image_processor=image_processor, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 
-__all__ = ["pipeline", "supported_tasks", "get_pipeline_class", "Pipeline", "FeatureExtractionPipeline",
+__all__ = ["pipeline", "supported_tasks", "get_pipeline_class", "Pipeline", "FeatureExtractionPipeline", "ImageTaggingPipeline",
            "ZeroShotImageClassificationPipeline"]

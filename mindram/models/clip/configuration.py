@@ -11,24 +11,9 @@ import math
 from typing import Optional
 
 from ...errors import ConfigError
-from ...layers.activation import ACTIVATIONS
-from ..configuration_utils import BaseConfig, PretrainedConfig
+from ..configuration_utils import BaseConfig, PretrainedConfig, check_transformer_config
 
 FAMILY = "clip"
-
-
-def _check_tower(config, owner):
-    """Checks shared by both towers: positive sizes, heads dividing the width, a known activation."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, (int, float)) and value <= 0:
-            raise ConfigError(f"{owner}.{field.name}: expected a positive value, got {value!r}")
-    if config.hidden_size % config.num_attention_heads:
-        raise ConfigError(f"{owner}.hidden_size={config.hidden_size} is not divisible by "
-                          f"num_attention_heads={config.num_attention_heads}")
-    if config.hidden_act not in ACTIVATIONS:
-        raise ConfigError(f"{owner}.hidden_act: unknown activation {config.hidden_act!r}; "
-                          f"expected one of {sorted(ACTIVATIONS)}")
 
 
 @dataclasses.dataclass
@@ -46,7 +31,7 @@ class CLIPVisionConfig(BaseConfig):
     layer_norm_eps: float = 1e-5
 
     def validate(self):
-        _check_tower(self, "vision_config")
+        check_transformer_config(self, "vision_config")
         if self.patch_size > self.image_size:
             raise ConfigError(f"vision_config.patch_size={self.patch_size} exceeds image_size={self.image_size}")
 
@@ -69,7 +54,7 @@ class CLIPTextConfig(BaseConfig):
     layer_norm_eps: float = 1e-5
 
     def validate(self):
-        _check_tower(self, "text_config")
+        check_transformer_config(self, "text_config")
 
 
 @dataclasses.dataclass

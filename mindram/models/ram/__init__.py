@@ -1,0 +1,13 @@
+"""RAM / RAM++ (recognize-anything): configuration, models, tagging head, open set, weight conversion."""
+from .configuration import BertConfig, RAMConfig
+from .image_processing import RAMImageProcessor
+from .modeling import RAM, RAMBase, RAMPlus, RAMTaggingHead
+
+__all__ = ["BertConfig", "RAMConfig", "RAMImageProcessor", "RAM", "RAMBase", "RAMPlus", "RAMTaggingHead"]
+
+from ...registry import MindFormerModuleType, MindFormerRegister  # noqa: E402
+
+MindFormerRegister.register_cls(RAM, MindFormerModuleType.MODELS)
+MindFormerRegister.register_cls(RAMPlus, MindFormerModuleType.MODELS)
+MindFormerRegister.register_cls(RAMConfig, MindFormerModuleType.CONFIG)
+MindFormerRegister.register_cls(RAMImageProcessor, MindFormerModuleType.PROCESSOR)

@@ -1,0 +1,154 @@
+"""RAM / RAM++ configuration.
+
+``RAMConfig.from_pretrained(name)`` reads ``mindram/configs/ram/model/<arch>.yaml`` chosen by the
+catalog (``mindram/configs/ram/pretrained.yaml``). The image encoder is described by ``vit``
+(``swin_l``/``swin_b``) and ``image_size``, which select the reference Swin hyper-parameters
+(``mindram/configs/swin/model/<vit>_<image_size>.yaml``); ``vision_config`` replaces them
+with explicit :class:`mindram.models.swin.SwinConfig` fields (tests use tiny encoders). The tagging
+head and the RAM caption modules are BERT configs whose defaults are the reference
+``q2l_config.json`` and ``med_config.json``.
+"""
+import dataclasses
+import math
+from pathlib import Path
+from typing import Optional
+
+from ...errors import ConfigError
+from ..configuration_utils import BaseConfig, PretrainedConfig, check_transformer_config
+from ..swin import SwinConfig
+
+FAMILY = "ram"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+MODEL_TYPES = {"ram": "RAM", "ram_plus": "RAMPlus"}
+
+VITS = ("swin_l", "swin_b")
+
+
+def swin_preset(vit, image_size):
+    """The reference encoder of ``vit`` at ``image_size`` (``mindram/configs/swin/model/<vit>_<size>.yaml``)."""
+    if vit not in VITS:
+        raise ConfigError(f"RAMConfig.vit: expected one of {VITS} (or give vision_config), got {vit!r}")
+    try:
+        return SwinConfig.from_pretrained(f"{vit}_{image_size}")
+    except KeyError as e:
+        raise ConfigError(f"no reference Swin for vit={vit!r} at image_size={image_size} (or give vision_config): "
+                          f"{e}") from e
+
+
+@dataclasses.dataclass
+class BertConfig(BaseConfig):
+    """A BLIP-style BERT stack; the defaults are the tagging head's ``q2l_config.json``.
+
+    ``vocab_size`` and ``max_position_embeddings`` only matter where embeddings
+    exist (the RAM caption modules); the tagging head has none (spec §3.1).
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+
+    def validate(self):
+        check_transformer_config(self, "BertConfig")  # positive sizes, heads dividing the width, a known activation
+
+
+def _med_config():
+    return BertConfig(num_hidden_layers=12, num_attention_heads=12, vocab_size=30524)
+
+
+@dataclasses.dataclass
+class RAMConfig(PretrainedConfig):
+    """RAM (``model_type: ram``) or RAM++ (``ram_plus``): Swin encoder + Query2Label tagging head.
+
+    Tag files (``tag_list``, ``tag_list_chinese``, ``threshold_file``) are names inside the package's
+    ``models/ram/data`` folder or paths. Thresholds follow the reference (spec §8.3): every tag
+    starts at ``threshold``, then entry k of ``threshold_file`` overrides tag k.
+    ``caption_modules`` (RAM only) adds the captioning-only ``tag_encoder``/``text_decoder`` that
+    the RAM checkpoint carries; inference never uses them, so they are off by default.
+    """
+
+    model_type: str = "ram_plus"
+    vit: str = "swin_l"
+    image_size: int = 384
+    vision_config: Optional[SwinConfig] = None
+    head_config: Optional[BertConfig] = None
+    caption_modules: bool = False
+    caption_config: Optional[BertConfig] = None
+    num_tags: int = 4585
+    label_embed_dim: int = 512
+    descriptions_per_tag: int = 51
+    reweight_scale_init: float = math.log(1 / 0.07)
+    threshold: float = 0.68
+    tag_list: str = "ram_tag_list.txt"
+    tag_list_chinese: str = "ram_tag_list_chinese.txt"
+    threshold_file: Optional[str] = "ram_tag_list_threshold.txt"
+    delete_tag_index: Optional[list] = None
+    checkpoint_name_or_path: Optional[str] = None
+
+    family = FAMILY
+    nested = {"head_config": BertConfig, "caption_config": BertConfig}
+
+    def __post_init__(self):
+        if self.caption_config is None:
+            self.caption_config = _med_config()
+        if self.delete_tag_index is None:
+            self.delete_tag_index = []
+        if isinstance(self.vision_config, dict):
+            try:
+                self.vision_config = SwinConfig.from_dict(self.vision_config)
+            except ConfigError as e:
+                raise ConfigError(f"RAMConfig.vision_config -> {e}") from e
+        super().__post_init__()
+
+    def validate(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"RAMConfig.model_type: expected one of {sorted(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.vision_config is None:
+            swin_preset(self.vit, self.image_size)
+        elif not isinstance(self.vision_config, SwinConfig):
+            raise ConfigError(f"RAMConfig.vision_config: expected a mapping of SwinConfig fields, "
+                              f"got {type(self.vision_config).__name__}")
+        elif self.vision_config.image_size != self.image_size:
+            raise ConfigError(f"RAMConfig.image_size={self.image_size} differs from "
+                              f"vision_config.image_size={self.vision_config.image_size}")
+        for key in ("image_size", "num_tags", "label_embed_dim", "descriptions_per_tag"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"RAMConfig.{key}: expected a positive value, got {getattr(self, key)!r}")
+        if self.model_type == "ram" and self.descriptions_per_tag != 1:
+            raise ConfigError(f"RAMConfig.descriptions_per_tag must be 1 for model_type 'ram' (one embedding per "
+                              f"tag), got {self.descriptions_per_tag}")
+        if self.caption_modules and self.model_type != "ram":
+            raise ConfigError("RAMConfig.caption_modules: only RAM (model_type 'ram') has caption modules")
+        shared = ("hidden_size", "intermediate_size", "layer_norm_eps")
+        if self.caption_modules and any(getattr(self.caption_config, k) != getattr(self.head_config, k)
+                                        for k in shared):
+            raise ConfigError(f"RAMConfig.caption_config must have the head's {', '.join(shared)}: the first two "
+                              f"tag_encoder layers share the tagging head's weights")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"RAMConfig.threshold: expected a value in [0, 1], got {self.threshold!r}")
+        bad = [i for i in self.delete_tag_index
+               if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_tags]
+        if bad:
+            raise ConfigError(f"RAMConfig.delete_tag_index: entries must be tag indices in [0, {self.num_tags}), "
+                              f"got {bad}")
+
+    @property
+    def swin_config(self):
+        """The image encoder's :class:`SwinConfig`: ``vision_config``, else the reference one of (vit, image_size)."""
+        return self.vision_config if self.vision_config is not None else swin_preset(self.vit, self.image_size)
+
+    @property
+    def vision_width(self):
+        return self.swin_config.num_features
+
+    def arch_type(self):
+        return MODEL_TYPES[self.model_type]
+
+    def data_path(self, name):
+        """A tag/threshold file: a bare file name is one of the package's data folder, a path is used as given."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() or len(path.parts) > 1 else DATA_DIR / name

@@ -1,0 +1,219 @@
+"""RAM and RAM++ (recognize-anything) in MindSpore: Swin encoder + Query2Label tagging head.
+
+Parameter names mirror the reference state dict (``visual_encoder.*``, ``label_embed``,
+``reweight_scale``, ``image_proj``, ``wordvec_proj``, ``tagging_head.encoder.layer.N.*``, ``fc``;
+RAM's optional ``tag_encoder``/``text_decoder``), so conversion is nearly the identity.
+
+``model(pixel_values[, label_embed])`` returns the (N, K) tag logits in every mode (spec §8):
+- RAM:   queries = ReLU(wordvec_proj(label_embed)) for every image;
+- RAM++: the projected pooled token c/‖c‖ weights each tag's D description embeddings with
+  softmax(exp(reweight_scale)·c·eᵀ) over D; queries = ReLU(wordvec_proj(weighted sum));
+then the 2-layer cross-attention-only BERT attends to all projected image tokens and ``fc`` gives
+one logit per tag. :class:`RAMTaggingHead` is the same head alone, fed with image embeddings.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from ...errors import ConfigError
+from ...layers import Linear
+from ...utils.graph import run_in_graph_mode
+from ...utils.random import init_rng
+from ..modeling_utils import PreTrainedModel
+from ..swin import SwinTransformer
+from . import openset, tags
+from .bert import BertLMHeadModel, BertModel
+from .configuration import FAMILY, RAMConfig
+from .image_processing import RAMImageProcessor
+
+
+def _unit_rows(shape, rng):
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x /= np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x
+
+
+class TaggingHeadMixin:
+    """Builds and runs the tagging head on a Cell (shared by :class:`RAMTaggingHead` and the models)."""
+
+    def _build_head(self, config):
+        head, width = config.head_config, config.label_embed_dim
+        self.is_plus = config.model_type == "ram_plus"
+        self.num_tags, self.descriptions_per_tag = config.num_tags, config.descriptions_per_tag
+        # the reference initialises label_embed with zeros (the checkpoint fills it); random unit rows
+        # keep a randomly initialised model from giving every tag the same score. Frozen, as in the
+        # reference training scripts (CLIP text embeddings).
+        rows = config.num_tags * config.descriptions_per_tag
+        self.label_embed = Parameter(Tensor(_unit_rows((rows, width), init_rng())), name="label_embed",
+                                     requires_grad=False)
+        if self.is_plus:
+            # shape (1,), not 0-d as in torch: MindSpore's fused AdamWeightDecay kernel rejects 0-d parameters
+            self.reweight_scale = Parameter(Tensor(np.full((1,), config.reweight_scale_init, np.float32)),
+                                            name="reweight_scale")
+        self.image_proj = Linear(config.vision_width, width)
+        self.has_wordvec_proj = head.hidden_size != width  # the reference uses nn.Identity when equal
+        if self.has_wordvec_proj:
+            self.wordvec_proj = Linear(width, head.hidden_size)
+        self.tagging_head = BertModel(head, width, embeddings=False, self_attention=False)
+        self.fc = Linear(head.hidden_size, 1)
+        self.batch_matmul = ops.BatchMatMul()
+
+    def default_label_embed(self):
+        """The checkpoint's label embeddings: (K, D, E) for RAM++, (K, E) for RAM."""
+        if self.is_plus:
+            return self.label_embed.reshape(self.num_tags, self.descriptions_per_tag, -1)
+        return self.label_embed
+
+    def reweighted_label_embed(self, cls_token, label_embed):
+        """RAM++: per image, the softmax(over D)-weighted sum of each tag's D embeddings → (B, K, E)."""
+        num_tags, per_tag, width = label_embed.shape
+        cls_token = cls_token / ops.sqrt((cls_token * cls_token).sum(axis=-1, keepdims=True))
+        logits = ops.matmul(ops.exp(self.reweight_scale) * cls_token, label_embed.reshape(-1, width).T)
+        weights = ops.softmax(logits.reshape(-1, num_tags, per_tag), axis=-1)           # (B, K, D)
+        mixed = self.batch_matmul(weights.transpose(1, 0, 2), label_embed)                 # (K, B, E)
+        return mixed.transpose(1, 0, 2)
+
+    def head_logits(self, image_embeds, label_embed=None):
+        """(B, 1+L, vision_width) encoder tokens → (B, K) tag logits."""
+        if label_embed is None:
+            label_embed = self.default_label_embed()
+        tokens = self.image_proj(image_embeds)
+        if self.is_plus:
+            queries = self.reweighted_label_embed(tokens[:, 0, :], label_embed)
+        else:
+            queries = ops.broadcast_to(label_embed[None], (tokens.shape[0],) + label_embed.shape)
+        if self.has_wordvec_proj:
+            queries = self.wordvec_proj(queries)
+        hidden = self.tagging_head(ops.relu(queries), tokens)
+        return self.fc(hidden).squeeze(-1)
+
+
+class RAMTaggingHead(TaggingHeadMixin, nn.Cell):
+    """The tagging head alone: ``head(image_embeds[, label_embed])`` → (B, K) logits."""
+
+    def __init__(self, config):
+        nn.Cell.__init__(self)
+        self.config = config
+        self._build_head(config)
+
+    def construct(self, image_embeds, label_embed=None):
+        return self.head_logits(image_embeds, label_embed)
+
+
+class RAMBase(TaggingHeadMixin, PreTrainedModel):
+    """Shared body of :class:`RAM` and :class:`RAMPlus`; see the module docstring."""
+
+    config_class = RAMConfig
+    family = FAMILY
+    model_type = None
+
+    def __init__(self, config=None):
+        config = RAMConfig(model_type=self.model_type) if config is None else config
+        if isinstance(config, dict):
+            config = RAMConfig.from_dict(config)
+        if config.model_type != self.model_type:
+            raise ConfigError(f"{type(self).__name__} needs model_type {self.model_type!r}, the config has "
+                              f"{config.model_type!r} (use mindram.{'RAMPlus' if self.model_type == 'ram' else 'RAM'})")
+        super().__init__(config)
+        self.visual_encoder = SwinTransformer(config.swin_config)
+        self._build_head(config)
+        if config.caption_modules:
+            self._build_caption_modules(config)
+        self.image_processor = RAMImageProcessor(image_size=config.image_size)
+        self.delete_tag_index = list(config.delete_tag_index)
+        self.clear_open_set_tags()
+
+    def _build_caption_modules(self, config):
+        """RAM's captioning-only tag_encoder/text_decoder; tag_encoder layers 0-1 reuse the head's weights."""
+        caption, tag_encoder = config.caption_config, BertModel(config.caption_config, config.label_embed_dim)
+        for head_layer, layer in zip(self.tagging_head.encoder.layer, tag_encoder.encoder.layer):
+            cross, head_cross = layer.crossattention, head_layer.crossattention
+            cross.self.query = head_cross.self.query
+            cross.self.key = head_cross.self.key
+            cross.self.value = head_cross.self.value
+            cross.output = head_cross.output
+            layer.intermediate.dense = head_layer.intermediate.dense
+            layer.output = head_layer.output
+        self.tag_encoder = tag_encoder
+        self.text_decoder = BertLMHeadModel(caption, caption.hidden_size)
+        self.tagging_head = self.tagging_head  # attach last: the shared parameters keep tagging_head.* names
+
+    def construct(self, pixel_values, label_embed=None):
+        return self.head_logits(self.visual_encoder(pixel_values), label_embed)
+
+    # ---- vocabulary, thresholds, open set ----
+    def clear_open_set_tags(self):
+        """Back to the closed-set vocabulary, thresholds and label embeddings of the config."""
+        config = self.config
+        self.tag_list = tags.read_tag_list(config.data_path(config.tag_list))
+        self.tag_list_chinese = tags.read_tag_list(config.data_path(config.tag_list_chinese))
+        for name, names in (("tag_list", self.tag_list), ("tag_list_chinese", self.tag_list_chinese)):
+            if len(names) != config.num_tags:
+                raise ConfigError(f"RAMConfig.{name}: {config.data_path(getattr(config, name))} has {len(names)} "
+                                  f"tags, expected num_tags={config.num_tags}")
+        threshold_file = config.threshold_file and config.data_path(config.threshold_file)
+        self.class_threshold = tags.read_thresholds(threshold_file, config.num_tags, config.threshold)
+        self.open_set_label_embed = None
+
+    def set_open_set_tags(self, tag_names, descriptions=None, threshold=0.5, tag_names_chinese=None,
+                          clip_model=openset.DEFAULT_CLIP, cache=True):
+        """Replace the vocabulary by ``tag_names`` (spec §9); every tag gets ``threshold`` (reference: 0.5).
+
+        RAM++ encodes ``descriptions`` (``{tag: [strings]}``, a list of lists, or the reference JSON
+        list; default one ``'a photo of a <tag>.'`` each); RAM encodes its 63 prompt templates.
+        ``clip_model`` is a CLIP name (default ``clip_vit_b_16``, OpenAI weights) or a ``CLIPModel``.
+        Chinese names default to the English ones. ``clear_open_set_tags()`` restores the closed set.
+        """
+        embed = openset.build_label_embed(self.config.model_type, tag_names, descriptions, clip_model, cache)
+        if embed.shape[-1] != self.config.label_embed_dim:
+            raise ConfigError(f"open-set embeddings are {embed.shape[-1]}-d, the model needs "
+                              f"{self.config.label_embed_dim} (use a CLIP with that projection_dim)")
+        names = list(tag_names)
+        names_cn = list(tag_names_chinese) if tag_names_chinese is not None else names
+        if len(names_cn) != len(names):
+            raise ConfigError(f"tag_names_chinese has {len(names_cn)} names for {len(names)} tags")
+        self.tag_list, self.tag_list_chinese = names, names_cn
+        self.class_threshold = np.full(len(names), threshold, np.float32)
+        self.open_set_label_embed = Tensor(np.ascontiguousarray(embed, np.float32))
+
+    # ---- inference ----
+    def get_tag_logits(self, pixel_values):
+        """(N, 3, S, S) images (array/Tensor, or inputs of ``image_processor``) → (N, K) logits as numpy."""
+        if not isinstance(pixel_values, (np.ndarray, Tensor)):
+            pixel_values = self.image_processor(pixel_values)
+        pixels = pixel_values.astype(ms.float32) if isinstance(pixel_values, Tensor) else \
+            Tensor(np.asarray(pixel_values, np.float32))
+        args = (pixels,) if self.open_set_label_embed is None else (pixels, self.open_set_label_embed)
+        return run_in_graph_mode(self, *args).asnumpy()
+
+    def get_tag_scores(self, pixel_values):
+        """(N, K) sigmoid tag scores (float32 numpy) of the current vocabulary."""
+        return ops.sigmoid(Tensor(self.get_tag_logits(pixel_values))).asnumpy()
+
+    def select_tags(self, scores, threshold=None):
+        """Per image: ascending tag indices with score > threshold (per-tag default), minus delete_tag_index."""
+        thresholds = tags.resolve_thresholds(threshold, self.class_threshold, len(self.tag_list))
+        return tags.select_tags(scores, thresholds, self.delete_tag_index)
+
+    def generate_tag(self, pixel_values, threshold=None):
+        """(English, Chinese) lists of ' | '-joined tags per image, in tag-index order (reference rule '>')."""
+        selected = self.select_tags(self.get_tag_scores(pixel_values), threshold)
+        return ([tags.join_tags(self.tag_list, idx) for idx in selected],
+                [tags.join_tags(self.tag_list_chinese, idx) for idx in selected])
+
+    @classmethod
+    def config_from_state_dict(cls, params, source="state dict"):
+        from .convert import config_from_state_dict
+        return config_from_state_dict(params, source=source)
+
+
+class RAM(RAMBase):
+    """Recognize Anything Model: one CLIP text embedding per tag (``ram_swin_l_384``, ``ram_swin_b_384``)."""
+
+    model_type = "ram"
+
+
+class RAMPlus(RAMBase):
+    """RAM++: image-weighted description embeddings per tag (``ram_plus_swin_l_384``, ``ram_plus_swin_b_384``)."""
+
+    model_type = "ram_plus"
