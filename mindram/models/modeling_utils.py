@@ -101,7 +101,7 @@ def load_state_dict(model, params, strict=True, source="state dict"):
     for name, param in own.items():
         if name in params:
             value = np.asarray(params[name])
-            param.set_data(Tensor(value.astype(ms.dtype_to_nptype(param.dtype), copy=False)))
+            param.set_data(Tensor(value, dtype=param.dtype))
     if missing or unexpected:
         logger.warning("%s: %d missing keys %s, %d unexpected keys %s", source, len(missing), missing[:10],
                        len(unexpected), unexpected[:10])
