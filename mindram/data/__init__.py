@@ -2,8 +2,10 @@
 
 Sources (annotation parsers; ``len(src)``, ``src[i] -> Record(image, caption, label)``):
 :class:`Flickr8k`, :class:`Cifar100`, :class:`CocoKarpathy`, :class:`CaptionTable`, :class:`ImageFolder`,
-:class:`SyntheticCaptions`. Pipeline: :func:`build_clip_dataset` (decode + preprocess + tokenise in workers,
-seeded shuffling, bad-image substitution, exact mid-epoch resume).
+:class:`SyntheticCaptions`; multi-label tagging (:mod:`mindram.data.tagging`): :class:`RAMTaggingJson`,
+:class:`TaggingAnnotations`, :class:`SyntheticTags`. Pipeline: :func:`build_clip_dataset` (decode + preprocess +
+tokenise in workers, seeded shuffling, bad-image substitution, exact mid-epoch resume); :func:`build_tagging_dataset`
+(the same machinery with multi-hot ``labels``).
 """
 from .base import DataStats, Record, RecordSource
 from .builder import build_clip_dataset, output_columns
@@ -15,6 +17,7 @@ from .image_folder import ImageFolder
 from .safe_pickle import UnsafePickleError, load_restricted_pickle
 from .sampler import ResumableSampler, steps_per_epoch
 from .synthetic import SyntheticCaptions
+from .tagging import RAMTaggingJson, SyntheticTags, TaggingAnnotations, build_tagging_dataset
 from .transforms import EvalTransform, TrainTransform
 
 #: name -> source class (the registry wires these as MindFormerModuleType.DATASET).
@@ -25,12 +28,15 @@ DATASETS = {
     "caption_table": CaptionTable,
     "image_folder": ImageFolder,
     "synthetic_captions": SyntheticCaptions,
+    "ram_tagging_json": RAMTaggingJson,
+    "tagging_annotations": TaggingAnnotations,
+    "synthetic_tags": SyntheticTags,
 }
 
 __all__ = ["DATASETS", "CaptionTable", "Cifar100", "CocoKarpathy", "DataStats", "EvalTransform", "Flickr8k",
-           "ImageFolder", "Record", "RecordSource", "ResumableSampler", "SyntheticCaptions", "TrainTransform",
-           "UnsafePickleError", "build_clip_dataset", "load_restricted_pickle", "output_columns",
-           "steps_per_epoch"]
+           "ImageFolder", "RAMTaggingJson", "Record", "RecordSource", "ResumableSampler", "SyntheticCaptions",
+           "SyntheticTags", "TaggingAnnotations", "TrainTransform", "UnsafePickleError", "build_clip_dataset",
+           "build_tagging_dataset", "load_restricted_pickle", "output_columns", "steps_per_epoch"]
 
 from ..registry import MindFormerModuleType, MindFormerRegister  # noqa: E402
 

@@ -6,7 +6,9 @@ Top-level keys of a run YAML (MindFormers layout)::
     model {arch {type}, model_config {...}}, processor {image_processor {...}, context_length},
     train_dataset / eval_dataset {data_loader {type, dataset_dir|..., split, ...}, shuffle, num_workers},
     runner_config {TrainingArguments fields}, optimizer {type, ...}, lr_schedule {type, ...},
-    zero_shot {templates, class_names}, predict {candidate_labels, top_k}
+    zero_shot {templates, class_names}, predict {candidate_labels, top_k},
+    tagging {teacher, distillation, alignment, tag_loss, alignment_loss, layer_decay, train_scale, horizontal_flip,
+             threshold, threshold_file, open_set, open_set_descriptions, open_set_clip}   (task image_tagging)
 
 Everything is validated before any work starts: unknown keys, wrong types, unregistered ``type``
 names and missing dataset paths are :class:`ConfigError` naming the key and the allowed values.
@@ -21,7 +23,7 @@ from .training_args import TrainingArguments
 
 TOP_LEVEL_KEYS = {"seed", "output_dir", "run_mode", "load_checkpoint", "trainer", "model", "processor",
                   "train_dataset", "eval_dataset", "runner_config", "optimizer", "lr_schedule", "zero_shot",
-                  "predict", "context", "aliases", "device_target"}
+                  "predict", "context", "aliases", "device_target", "tagging"}
 DATASET_KEYS = {"data_loader", "shuffle", "num_workers"}
 SECTION_KEYS = {
     "trainer": {"type", "model_name"},
@@ -30,8 +32,11 @@ SECTION_KEYS = {
     "zero_shot": {"templates", "class_names"},
     "predict": {"candidate_labels", "top_k", "hypothesis_template"},
     "context": {"mode", "device_target", "device_id"},
+    "tagging": {"teacher", "distillation", "alignment", "tag_loss", "alignment_loss", "layer_decay", "train_scale",
+                "horizontal_flip", "threshold", "threshold_file", "open_set", "open_set_descriptions",
+                "open_set_clip"},
 }
-PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file")
+PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file", "taglist_file", "image_dir")
 
 
 def _check_keys(section, data, allowed):

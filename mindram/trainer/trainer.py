@@ -14,7 +14,6 @@ from pathlib import Path
 from ..catalog import CONFIG_ROOT
 from ..config import MindFormerConfig
 from ..errors import ConfigError
-from ..models.clip import CLIPConfig
 from ..models.modeling_utils import PreTrainedModel
 from ..registry import MindFormerModuleType, MindFormerRegister
 from .run_config import load_run_config
@@ -26,6 +25,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIGS = {
     "contrastive_language_image_pretrain": "clip/run_clip_vit_b_32_pretrain_flickr8k.yaml",
     "zero_shot_image_classification": "clip/run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml",
+    "image_tagging": "ram/run_ram_plus_swin_l_384_finetune.yaml",
 }
 
 
@@ -67,17 +67,18 @@ class Trainer:
         if not isinstance(model, (str, Path)):
             raise TypeError(f"model must be a name, a path or a model instance, got {type(model).__name__}")
         path = Path(str(model)).expanduser()
+        model_cls = task_cls.model_class(str(model))  # CLIPModel for the CLIP tasks, RAM/RAMPlus for tagging
         if path.exists():
             config.load_checkpoint = str(path)
-            config.model = MindFormerConfig({"arch": {"type": "CLIPModel"}})
+            config.model = MindFormerConfig({"arch": {"type": model_cls.__name__}})
             return None
-        model_config = CLIPConfig.from_pretrained(str(model))
-        config.model = MindFormerConfig({"arch": {"type": "CLIPModel"},
+        model_config = model_cls.config_class.from_pretrained(str(model))
+        config.model = MindFormerConfig({"arch": {"type": model_cls.__name__},
                                          "model_config": {k: v for k, v in model_config.to_dict().items()}})
         config.trainer.model_name = str(model)
         needs_weights = task_cls.name == "zero_shot_image_classification"
         from ..catalog import resolve
-        if needs_weights or resolve("clip", str(model)).checkpoint_path.is_file():
+        if needs_weights or resolve(model_cls.family, str(model)).checkpoint_path.is_file():
             config.load_checkpoint = str(model)
         else:
             logger.warning("no converted checkpoint for %s: training starts from random initialisation", model)

@@ -169,7 +169,7 @@ def test_image_folder(tmp_path):
 
 def test_datasets_dict():
     assert set(DATASETS) == {"flickr8k", "cifar100", "coco_karpathy", "caption_table", "image_folder",
-                             "synthetic_captions"}
+                             "synthetic_captions", "ram_tagging_json", "tagging_annotations", "synthetic_tags"}
 
 
 # --------------------------------------------------------------------------------------------- synthetic

@@ -1,5 +1,9 @@
-"""Shared machinery of the CLIP tasks: building model/processor/data from a run config, the training loop
-(accumulation, clipping, logit-scale clamp, NaN stop, checkpoints, exact resume), logging and metrics files."""
+"""Shared machinery of the tasks: building model/processor/data from a run config, the training loop
+(accumulation, clipping, logit-scale clamp, NaN stop, checkpoints, exact resume), logging and metrics files.
+
+Hooks a task overrides (defaults are the CLIP tasks'): ``default_arch`` / ``model_class`` (which model a bare
+name builds), ``dataset`` (the batched pipeline), ``network_with_loss`` (model + loss cell), ``train_inputs``
+(the step cell's inputs from one batch), ``build_optimizer`` and ``current_learning_rate``."""
 import json
 import logging
 import math
@@ -40,6 +44,7 @@ class BaseTask:
 
     name = None
     supports = ("train", "eval", "predict")
+    default_arch = "CLIPModel"   # model.arch.type when the run config names none
 
     def __init__(self, config, model=None, train_source=None, eval_source=None):
         self.config = config
@@ -59,7 +64,7 @@ class BaseTask:
 
     def build_model(self):
         model_cfg = self.config.get("model") or {}
-        arch = (model_cfg.get("arch") or {}).get("type", "CLIPModel")
+        arch = (model_cfg.get("arch") or {}).get("type", self.default_arch)
         cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
         load = self.config.get("load_checkpoint")
         if model_cfg.get("model_config") is None:
@@ -71,6 +76,12 @@ class BaseTask:
             model.load_weights(self._checkpoint_file(cls, load))
             logger.info("initialised %s from %s", arch, load)
         return model
+
+    @classmethod
+    def model_class(cls, name_or_path):
+        """The model class a name, directory or checkpoint stands for in this task (used by ``Trainer(model=)``)."""
+        del name_or_path
+        return MindFormerRegister.get_cls(MindFormerModuleType.MODELS, cls.default_arch)
 
     @staticmethod
     def _checkpoint_file(cls, load):
@@ -130,11 +141,23 @@ class BaseTask:
     def network_with_loss(self):
         return CLIPWithLoss(self.model)
 
+    def train_inputs(self, batch):
+        """The training step cell's inputs from one batch of the training pipeline (CLIP: pixels, token ids)."""
+        return batch[0], batch[1]
+
+    def build_optimizer(self, schedule):
+        """The ``optimizer`` section over the model's trainable parameters."""
+        return build_optimizer(self.config.get("optimizer"), self.model.trainable_params(), schedule)
+
+    def current_learning_rate(self, optimizer):
+        """Learning rate reported in the training log."""
+        return current_lr(optimizer)
+
     def _build_training(self, total_updates):
         args = self.args
         schedule = build_lr_schedule(self.config.get("lr_schedule"), total_updates)
         self.model.set_train(True)
-        optimizer = build_optimizer(self.config.get("optimizer"), self.model.trainable_params(), schedule)
+        optimizer = self.build_optimizer(schedule)
         kwargs = dict(max_grad_norm=args.max_grad_norm, clamp_max=args.logit_scale_max, loss_scale=args.loss_scale)
         network = self.network_with_loss()
         if args.gradient_accumulation_steps == 1:
@@ -144,9 +167,10 @@ class BaseTask:
 
     def _log(self, state, window, optimizer, progress):
         record = {"step": state["global_step"], "epoch": state["epoch"], "loss": float(np.mean(window["loss"])),
-                  "lr": current_lr(optimizer),
-                  "samples_per_s": window["samples"] / max(time.time() - window["start"], 1e-9),
-                  "logit_scale": float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])}
+                  "lr": self.current_learning_rate(optimizer),
+                  "samples_per_s": window["samples"] / max(time.time() - window["start"], 1e-9)}
+        if getattr(self.model, "logit_scale", None) is not None:
+            record["logit_scale"] = float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])
         state["history"].append(record)
         with open(self.output_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -188,7 +212,7 @@ class BaseTask:
                 data = self.dataset("train_dataset", args.batch_size, True, start_epoch=state["epoch"],
                                     start_step=state["step_in_epoch"], train_transform=args.train_transform)
                 for batch in data.create_tuple_iterator(num_epochs=1):
-                    loss = float(run_in_graph_mode(step_cell, batch[0], batch[1]).asnumpy())
+                    loss = float(run_in_graph_mode(step_cell, *self.train_inputs(batch)).asnumpy())
                     state["micro_step"] += 1
                     state["step_in_epoch"] += 1
                     self._check_finite(loss, state)

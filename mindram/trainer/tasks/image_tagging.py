@@ -1,0 +1,444 @@
+"""Task ``image_tagging``: train, evaluate and predict RAM / RAM++ (recognize-anything; spec §8, §12, §13).
+
+Training loss (spec §12.2), one graph per step through :class:`BaseTask`'s loop (accumulation, clipping,
+checkpoints, exact resume)::
+
+    loss = ASL(γ− 7, γ+ 0, clip 0.05)(tag logits, multi-hot targets)              sum over batch and tags
+         + L1(image_proj(pooled Swin token), teacher CLIP image feature)         mean    (tagging.teacher set)
+         + RAM++: ASL(γ− 4, γ+ 0, clip 0.05)(B×B alignment logits, identity)     sum     (tagging.teacher set)
+
+The alignment logits are the tagging head run with, as queries for every image, ReLU(wordvec_proj(t_j)) of
+the B L2-normalised teacher text features t_j of the batch's captions; target: image i ↔ caption i. The
+frozen teacher (``mindram.CLIPModel``) runs outside the step graph on the dataset's ``teacher_pixel_values``
+/ ``input_ids`` columns, so it is neither trained nor written to the checkpoints. ``label_embed`` is
+frozen (a non-trainable parameter of the model). RAM's caption-generation loss (``loss_t2t``, which needs
+BERT's tokenizer and the caption modules) is not implemented: RAM trains with tag + distillation losses,
+and its ``tag_encoder``/``text_decoder`` (if built) are left out of the optimizer. Student images use the
+model's own preprocessing (``RAMImageProcessor``: ImageNet statistics, as at inference; the reference trains
+with CLIP statistics), overridable in ``processor.image_processor``; the teacher gets OpenAI CLIP statistics.
+
+Layer-wise learning-rate decay (``tagging.layer_decay = d``; SimMIM/Swin fine-tuning rule): with
+L = Σ depths + 2, a parameter of layer id ℓ learns at lr·d^(L−1−ℓ) where ℓ = 0 for the patch embedding (and
+an absolute position embedding), ℓ = 1 + Σ depths[:s] + b for block b of stage s, ℓ = Σ depths[:s+1] (the
+stage's last block) for the patch merging after stage s, and ℓ = L − 1 (full lr) for the final norm and
+everything after the encoder (image_proj, label-embedding reweighting, wordvec_proj, tagging head, fc).
+Weight decay follows the framework's AdamWeightDecay rule (none on norms, biases, 1-D tensors); the
+reference decays everything.
+
+Evaluation (spec §13): scores = sigmoid of the tag logits of the dataset's tags (closed set: the model's
+label embeddings of those tags, by name; ``tagging.open_set`` builds open-set embeddings instead), a tag
+predicted when score >= threshold (``tagging.threshold``, else ``tagging.threshold_file`` with one value per
+dataset tag, else the model's per-tag thresholds); mAP, CP, CR, CF1 in ``eval_metrics.json``. Unreadable
+images are left out and counted (``num_skipped``).
+"""
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+from tqdm.auto import tqdm
+
+from ... import catalog
+from ...errors import ConfigError
+from ...losses import AsymmetricLoss, DistillationL1Loss
+from ...metrics import tagging_metrics
+from ...models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, tokenize
+from ...models.configuration_utils import BaseConfig
+from ...models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus
+from ...models.ram.tags import read_thresholds
+from ...registry import MindFormerModuleType, MindFormerRegister
+from ...utils.graph import run_in_graph_mode
+from ..optim import AdamWeightDecay, build_optimizer, current_lr, exclude_from_weight_decay
+from .base import BaseTask
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+TAG_LOSS = {"gamma_neg": 7.0, "gamma_pos": 0.0, "clip": 0.05}
+ALIGNMENT_LOSS = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
+TAG_FILE_KEYS = ("tag_list", "tag_list_chinese", "threshold_file")
+CAPTION_MODULES = ("tag_encoder.", "text_decoder.")
+
+
+@dataclasses.dataclass
+class TaggingOptions(BaseConfig):
+    """The ``tagging`` section of a run config (every key optional).
+
+    teacher: CLIP teacher for distillation/alignment: a CLIP name (``clip_vit_b_16``, the reference's), a
+        directory or checkpoint, a mapping of CLIPConfig fields (random frozen weights: tests and demos), or
+        null (no teacher: tag loss only). distillation / alignment: switch those losses off (alignment is RAM++
+        only). tag_loss / alignment_loss: AsymmetricLoss arguments (gamma_neg, gamma_pos, clip).
+    layer_decay: layer-wise lr decay factor in (0, 1] for the Swin encoder (module docstring), null = off.
+    train_scale, horizontal_flip: the train transform (RandomResizedCrop scale; flip). Used when
+        ``runner_config.train_transform`` is true.
+    threshold / threshold_file: evaluation and predict thresholds (one value; one per dataset tag).
+    open_set, open_set_descriptions, open_set_clip: evaluate on tags outside the model's vocabulary with
+        open-set embeddings (RAM++: a descriptions json like the reference's LLM file) from that CLIP.
+    """
+
+    teacher: Any = None
+    distillation: bool = True
+    alignment: bool = True
+    tag_loss: Optional[dict] = None
+    alignment_loss: Optional[dict] = None
+    layer_decay: Optional[float] = None
+    train_scale: Optional[list] = None
+    horizontal_flip: bool = True
+    threshold: Optional[float] = None
+    threshold_file: Optional[str] = None
+    open_set: bool = False
+    open_set_descriptions: Optional[str] = None
+    open_set_clip: str = "clip_vit_b_16"
+
+    def validate(self):
+        if self.teacher is not None and not isinstance(self.teacher, (str, dict)):
+            raise ConfigError(f"teacher: expected a CLIP name/path, a mapping of CLIPConfig fields or null, "
+                              f"got {self.teacher!r}")
+        if isinstance(self.teacher, dict):
+            CLIPConfig.from_dict(self.teacher)
+        for key, defaults in (("tag_loss", TAG_LOSS), ("alignment_loss", ALIGNMENT_LOSS)):
+            value = getattr(self, key) or {}
+            if not isinstance(value, dict) or set(value) - set(defaults):
+                raise ConfigError(f"{key}: expected a mapping with keys among {sorted(defaults)}, got {value!r}")
+            setattr(self, key, {**defaults, **value})
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"layer_decay: expected a value in (0, 1] or null, got {self.layer_decay!r}")
+        scale = [0.2, 1.0] if self.train_scale is None else self.train_scale
+        if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0):
+            raise ConfigError(f"train_scale: expected [lo, hi] with 0 < lo <= hi <= 1, got {scale!r}")
+        self.train_scale = [float(s) for s in scale]
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold: expected a value in [0, 1] or null, got {self.threshold!r}")
+
+
+def parse_tagging_options(section):
+    data = section.to_dict() if hasattr(section, "to_dict") else dict(section or {})
+    try:
+        return TaggingOptions.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"tagging: {e}") from e
+
+
+def resolve_data_file(value):
+    """A tag/threshold file named in a run config: bare names stay (RAMConfig's data folder); a relative path
+    is taken from the working directory, else from the mindram package (``data/synthetic_tags/...``)."""
+    if not value:
+        return value
+    path = Path(str(value)).expanduser()
+    if path.is_absolute() or len(path.parts) == 1:
+        return value
+    if path.exists():
+        return str(path.resolve())
+    return str(PACKAGE_ROOT / path) if (PACKAGE_ROOT / path).exists() else value
+
+
+def swin_layer_id(name, depths):
+    """Layer id of a model parameter for layer-wise lr decay (module docstring); L − 1 outside the encoder."""
+    last = sum(depths) + 1
+    if not name.startswith("visual_encoder."):
+        return last
+    parts = name.split(".")[1:]
+    if parts[0] in ("patch_embed", "absolute_pos_embed"):
+        return 0
+    if parts[0] == "layers":
+        stage = int(parts[1])
+        if parts[2] == "downsample":
+            return sum(depths[:stage + 1])
+        return sum(depths[:stage]) + int(parts[3]) + 1
+    return last
+
+
+class ScaledLR(nn.learning_rate_schedule.LearningRateSchedule):
+    """``scale × base(step)``: one parameter group's share of a schedule."""
+
+    def __init__(self, base, scale):
+        super().__init__()
+        self.base, self.scale = base, float(scale)
+
+    def value(self, step):
+        return self.scale * self.base.value(step)
+
+    def construct(self, global_step):
+        return self.base(global_step) * self.scale
+
+
+def layer_decay_adamw(params, schedule, depths, layer_decay, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.2):
+    """AdamW whose parameter groups are (layer id, decayed or not) with lr ``ScaledLR(schedule, d^(L−1−ℓ))``."""
+    last = sum(depths) + 1
+    groups = {}
+    for param in params:
+        decay = 0.0 if exclude_from_weight_decay(param.name, param.shape) else float(weight_decay)
+        groups.setdefault((swin_layer_id(param.name, depths), decay), []).append(param)
+    return nn.AdamWeightDecay([{"params": group, "weight_decay": decay,
+                                "lr": ScaledLR(schedule, layer_decay ** (last - layer))}
+                               for (layer, decay), group in sorted(groups.items())],
+                              learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
+
+
+class TaggingWithLoss(nn.Cell):
+    """RAM / RAM++ and its training losses in one cell: ``(pixel_values, labels[, teacher_image_features]
+    [, teacher_text_features]) → loss`` (module docstring). Parameter names stay the model's."""
+
+    def __init__(self, model, tag_loss=None, distillation=False, alignment=False, alignment_loss=None):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.tag_loss = tag_loss if tag_loss is not None else AsymmetricLoss(**TAG_LOSS)
+        self.distillation, self.alignment = bool(distillation), bool(alignment)
+        self.distillation_loss = DistillationL1Loss()
+        self.alignment_loss = alignment_loss if alignment_loss is not None else AsymmetricLoss(**ALIGNMENT_LOSS)
+        self.text_at = 1 if self.distillation else 0
+
+    def alignment_logits(self, image_embeds, text_embeds):
+        """(B, B) logits of every image against the B caption queries (RAM++ forward, spec §12.2)."""
+        queries = self.model.wordvec_proj(text_embeds) if self.model.has_wordvec_proj else text_embeds
+        queries = ops.relu(queries)
+        queries = ops.broadcast_to(queries[None], (image_embeds.shape[0],) + queries.shape)
+        hidden = self.model.tagging_head(queries, self.model.image_proj(image_embeds))
+        return self.model.fc(hidden).squeeze(-1)
+
+    def construct(self, pixel_values, labels, *teacher):
+        image_embeds = self.model.visual_encoder(pixel_values)
+        loss = self.tag_loss(self.model.head_logits(image_embeds), labels)
+        if self.distillation:
+            loss = loss + self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), teacher[0])
+        if self.alignment:
+            logits = self.alignment_logits(image_embeds, teacher[self.text_at])
+            loss = loss + self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1], logits.dtype))
+        return loss
+
+
+def _model_type(name_or_path):
+    """'ram' or 'ram_plus' for a RAM name, a directory (config.yaml), or a checkpoint (sidecar yaml / name)."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_file():
+        sidecar = path.with_suffix(".yaml")
+        if sidecar.is_file():
+            return RAMConfig.from_yaml(sidecar).model_type
+        return "ram_plus" if "ram_plus" in path.name else "ram"
+    return RAMConfig.from_pretrained(str(name_or_path)).model_type
+
+
+@MindFormerRegister.register(MindFormerModuleType.TRAINER)
+class ImageTaggingTrainer(BaseTask):
+    """RAM / RAM++ image tagging: ``train`` (losses above), ``evaluate`` (mAP/CP/CR/CF1), ``predict``
+    (the ``image_tagging`` pipeline's output). Options: the ``tagging`` section (:class:`TaggingOptions`)."""
+
+    name = "image_tagging"
+    default_arch = "RAMPlus"
+
+    def __init__(self, config, model=None, train_source=None, eval_source=None):
+        super().__init__(config, model=model, train_source=train_source, eval_source=eval_source)
+        self.tagging = parse_tagging_options(config.get("tagging"))
+        self._teacher, self._teacher_built, self._base_schedule = None, False, None
+
+    @classmethod
+    def model_class(cls, name_or_path):
+        return RAMPlus if _model_type(name_or_path) == "ram_plus" else RAM
+
+    # ---- model, teacher, processors, data ----
+    def build_model(self):
+        model_cfg = (self.config.get("model") or {}).get("model_config")
+        if model_cfg is not None:
+            for key in TAG_FILE_KEYS:
+                if model_cfg.get(key):
+                    model_cfg[key] = resolve_data_file(model_cfg[key])
+        model = super().build_model()
+        if not hasattr(model, "head_logits"):
+            raise ConfigError(f"task 'image_tagging' needs a RAM or RAMPlus model (model.arch.type), "
+                              f"got {type(model).__name__}")
+        return model
+
+    @property
+    def teacher(self):
+        """The frozen CLIP teacher, or None (``tagging.teacher`` null)."""
+        if not self._teacher_built:
+            self._teacher, self._teacher_built = self._build_teacher(), True
+        return self._teacher
+
+    def _build_teacher(self):
+        spec = self.tagging.teacher
+        if spec is None or not (self.tagging.distillation or self.uses_alignment_model):
+            return None
+        if isinstance(spec, dict):
+            state = np.random.get_state()
+            np.random.seed(self.args.seed)  # the same random teacher in every run (and resumed run)
+            try:
+                teacher = CLIPModel(CLIPConfig.from_dict(spec))
+            finally:
+                np.random.set_state(state)
+            logger.warning("tagging.teacher is a randomly initialised CLIP (meant for tests and demos)")
+        else:
+            teacher = CLIPModel.from_pretrained(spec)
+        width = self.model.config.label_embed_dim
+        if teacher.config.projection_dim != width:
+            raise ConfigError(f"tagging.teacher: the CLIP projection_dim {teacher.config.projection_dim} must equal "
+                              f"the model's label_embed_dim {width} (distillation target, alignment queries)")
+        teacher.set_train(False)
+        for param in teacher.get_parameters():
+            param.requires_grad = False
+        return teacher
+
+    @property
+    def uses_alignment_model(self):
+        return self.tagging.alignment and self.model.config.model_type == "ram_plus"
+
+    @property
+    def uses_distillation(self):
+        return self.tagging.distillation and self.teacher is not None
+
+    @property
+    def uses_alignment(self):
+        return self.uses_alignment_model and self.teacher is not None
+
+    def image_processor(self):
+        """RAM's preprocessing at the model's size (``processor.image_processor`` keys override it)."""
+        cfg = dict((self.config.get("processor") or {}).get("image_processor") or {})
+        cfg.setdefault("image_size", self.model.config.image_size)
+        return RAMImageProcessor.from_dict(cfg)
+
+    def teacher_image_processor(self):
+        """The teacher CLIP's preprocessing: its size, OpenAI statistics or the catalog's for its weights."""
+        cfg = {"image_size": self.teacher.image_size}
+        if isinstance(self.tagging.teacher, str):
+            try:
+                cfg.update(catalog.resolve("clip", self.tagging.teacher).preprocess)
+            except KeyError:
+                pass
+        return CLIPImageProcessor.from_dict(cfg)
+
+    @property
+    def context_length(self):
+        return self.teacher.context_length if self.teacher is not None else 77
+
+    def dataset(self, section, batch_size, shuffle, start_epoch=0, start_step=0, train_transform=False,
+                drop_remainder=True, return_index=False):
+        from ...data.tagging import build_tagging_dataset
+        cfg = self.config.get(section) or {}
+        source = self.source(section)
+        training = section == "train_dataset"
+        if not hasattr(source, "num_tags"):
+            raise ConfigError(f"{section}: {type(source).__name__} is not a tagging source (RAMTaggingJson, "
+                              f"TaggingAnnotations, SyntheticTags)")
+        if training and source.num_tags != self.model.config.num_tags:
+            raise ConfigError(f"{section}: {type(source).__name__} has {source.num_tags} tags, the model "
+                              f"{self.model.config.num_tags} (model.model_config.num_tags / tag_list)")
+        align = training and self.uses_alignment
+        return build_tagging_dataset(
+            source, self.image_processor(), batch_size=batch_size, shuffle=cfg.get("shuffle", shuffle),
+            num_workers=cfg.get("num_workers", self.args.num_workers), drop_remainder=drop_remainder,
+            seed=self.args.seed, train_transform=train_transform, train_scale=tuple(self.tagging.train_scale),
+            horizontal_flip=self.tagging.horizontal_flip,
+            teacher_processor=self.teacher_image_processor() if training and self.uses_distillation else None,
+            tokenizer_fn=tokenize if align else None, context_length=self.context_length if align else 77,
+            start_epoch=start_epoch, start_step=start_step, return_index=return_index)
+
+    # ---- training ----
+    def network_with_loss(self):
+        return TaggingWithLoss(self.model, AsymmetricLoss(**self.tagging.tag_loss), self.uses_distillation,
+                               self.uses_alignment, AsymmetricLoss(**self.tagging.alignment_loss))
+
+    def train_inputs(self, batch):
+        """(pixels, labels[, teacher image features][, normalised teacher text features of the captions])."""
+        inputs, at = [batch[0], batch[1]], 2
+        if self.uses_distillation:
+            inputs.append(run_in_graph_mode(self.teacher.visual, batch[at]))
+            at += 1
+        if self.uses_alignment:
+            text = run_in_graph_mode(self.teacher.text, batch[at]).asnumpy()
+            text = text / np.maximum(np.linalg.norm(text, axis=-1, keepdims=True), 1e-12)  # F.normalize
+            inputs.append(Tensor(text, ms.float32))
+        return tuple(inputs)
+
+    def trainable_parameters(self):
+        """The model's trainable parameters minus RAM's caption modules (no loss trains them here)."""
+        return [p for p in self.model.trainable_params() if not p.name.startswith(CAPTION_MODULES)]
+
+    def build_optimizer(self, schedule):
+        params = self.trainable_parameters()
+        if self.tagging.layer_decay is None:
+            return build_optimizer(self.config.get("optimizer"), params, schedule)
+        cfg = dict(self.config.get("optimizer") or {"type": "AdamWeightDecay"})
+        cls = MindFormerRegister.get_cls(MindFormerModuleType.OPTIMIZER, cfg.pop("type", "AdamWeightDecay"))
+        if not (isinstance(cls, type) and issubclass(cls, AdamWeightDecay)):
+            raise ConfigError(f"tagging.layer_decay needs optimizer.type AdamWeightDecay (AdamW), got {cls.__name__}")
+        self._base_schedule = schedule
+        return layer_decay_adamw(params, schedule, self.model.config.swin_config.depths, self.tagging.layer_decay,
+                                 **cfg)
+
+    def current_learning_rate(self, optimizer):
+        """The schedule's (top-layer) rate; with layer decay lower layers get a fraction of it."""
+        if self._base_schedule is None:
+            return current_lr(optimizer)
+        return float(self._base_schedule.value(int(optimizer.global_step.asnumpy().reshape(-1)[0])))
+
+    # ---- evaluation and prediction ----
+    def _eval_vocabulary(self, source):
+        """(label embeddings of the dataset's tags, their thresholds) — closed set by name, or open set."""
+        model, names = self.model, getattr(source, "tag_names", None)
+        if names is None:  # the source indexes the model's vocabulary directly (RAM json)
+            if source.num_tags != len(model.tag_list):
+                raise ConfigError(f"eval_dataset has {source.num_tags} tags, the model {len(model.tag_list)}")
+            index = np.arange(source.num_tags)
+        else:
+            positions = {}
+            for i, name in enumerate(model.tag_list):
+                positions.setdefault(name, i)
+            missing = [n for n in names if n not in positions]
+            if missing and not self.tagging.open_set:
+                raise ConfigError(f"{len(missing)} tag(s) of the eval set are not in the model's vocabulary "
+                                  f"(e.g. {missing[:5]}); set tagging.open_set: true to evaluate them open-set")
+            if missing:
+                descriptions = self.tagging.open_set_descriptions
+                if descriptions:
+                    descriptions = json.loads(Path(descriptions).read_text(encoding="utf-8"))
+                clip = self.tagging.open_set_clip  # a catalog name (embeddings cached by name) or a CLIP directory
+                clip = CLIPModel.from_pretrained(clip) if Path(clip).expanduser().exists() else clip
+                model.set_open_set_tags(list(names), descriptions=descriptions, clip_model=clip)
+                index = np.arange(len(names))
+            else:
+                index = np.asarray([positions[n] for n in names])
+        embed = model.open_set_label_embed if model.open_set_label_embed is not None else model.default_label_embed()
+        embed = Tensor(np.ascontiguousarray(embed.asnumpy()[index]), ms.float32)
+        if self.tagging.threshold is not None:
+            thresholds = np.full(len(index), self.tagging.threshold, np.float32)
+        elif self.tagging.threshold_file:
+            thresholds = read_thresholds(self.tagging.threshold_file, len(index), 0.5)
+        else:
+            thresholds = np.asarray(model.class_threshold, np.float32)[index]
+        return embed, thresholds
+
+    def evaluate(self):
+        """mAP / CP / CR / CF1 on ``eval_dataset`` (module docstring), written to ``eval_metrics.json``."""
+        source = self.source("eval_dataset")
+        model = self.model
+        model.set_train(False)
+        embed, thresholds = self._eval_vocabulary(source)
+        data = self.dataset("eval_dataset", self.args.eval_batch_size or self.args.batch_size, shuffle=False,
+                            drop_remainder=False, return_index=True)
+        scores, targets, seen = [], [], set()
+        for row in tqdm(data.create_dict_iterator(num_epochs=1, output_numpy=True), total=data.get_dataset_size(),
+                        desc="evaluate", unit="batch"):
+            logits = run_in_graph_mode(model, Tensor(row["pixel_values"]), embed)
+            keep = []
+            for i, index in enumerate(row["index"].tolist()):  # a substituted (unreadable) image is not counted twice
+                if index not in seen:
+                    seen.add(index)
+                    keep.append(i)
+            scores.append(ops.sigmoid(logits).asnumpy()[keep])
+            targets.append(row["labels"][keep])
+        metrics = tagging_metrics(np.concatenate(scores), np.concatenate(targets), thresholds)
+        metrics["num_skipped"] = len(source) - len(seen)
+        self.save_metrics("eval", metrics)
+        return metrics
+
+    def predict(self, input_data, top_k=None):
+        """Tags per image in the ``image_tagging`` pipeline's format: ``[[{'label', 'label_cn', 'score',
+        'class_id'}, ...], ...]`` sorted by score (threshold: ``tagging.threshold`` or the per-tag ones)."""
+        from ...pipeline import pipeline
+        tagger = pipeline("image_tagging", model=self.model, image_processor=self.image_processor())
+        top_k = top_k or (self.config.get("predict") or {}).get("top_k")
+        return tagger(input_data, threshold=self.tagging.threshold, top_k=top_k)
