@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError
 from ..models.clip.image_processing import CLIPImageProcessor
 from ..models.clip.tokenizer import tokenize
 from .base import DataStats, PicklableLock, Record
-from .sampler import ResumableSampler, steps_per_epoch
+from .sampler import ResumableSampler, plan_resumable_epochs, steps_per_epoch
 from .transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
@@ -223,23 +223,13 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
     start_epoch = _check_int("start_epoch", start_epoch, 0)
     start_step = _check_int("start_step", start_step, 0)
     n = len(source)
-    if n == 0:
-        raise DataError(f"{type(source).__name__} has no records")
+    sampler, start_epoch, start_step, first_items = plan_resumable_epochs(
+        source, batch_size, shuffle, seed, drop_remainder, start_epoch, start_step)
     steps = steps_per_epoch(n, batch_size, drop_remainder)
-    if steps == 0:
-        raise DataError(f"{type(source).__name__} has {n} records, fewer than batch_size={batch_size} "
-                        "(drop_remainder=True would yield no batch)")
-    start_epoch, start_step = start_epoch + start_step // steps, start_step % steps
     if num_captions is None:
         num_captions = source.max_captions() if hasattr(source, "max_captions") else 0
     num_captions = _check_int("num_captions", num_captions, 0)
 
-    sampler = ResumableSampler(n, batch_size, shuffle, seed, drop_remainder, start_epoch)
-    skipped = min(start_step * batch_size, sampler.samples_per_epoch)
-    # With fast recovery (MindSpore's default) the skipped samples are never loaded; otherwise they are loaded
-    # and discarded. Either way the batches are the same; only the per-epoch item count differs.
-    first_items = sampler.samples_per_epoch - skipped if msds.config.get_fast_recovery() else \
-        sampler.samples_per_epoch
     transform = TrainTransform(image_processor, scale=train_scale) if train_transform \
         else EvalTransform(image_processor)
     loader = ClipSampleLoader(source, transform, tokenizer_fn, context_length, num_captions, sampler, seed,

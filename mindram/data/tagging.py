@@ -30,7 +30,7 @@ from ..errors import ConfigError, DataError
 from ..metrics.multilabel import read_annotations, read_taglist
 from .base import IMAGE_EXTENSIONS, Record, RecordSource, existing_file
 from .builder import ClipSampleLoader, _Codes, _check_int
-from .sampler import ResumableSampler, steps_per_epoch
+from .sampler import plan_resumable_epochs, steps_per_epoch
 from .synthetic import _SPLIT_IDS, COLOURS, POSITIONS, SHAPES, SIZES, SyntheticCaptions
 from .transforms import EvalTransform, TrainTransform
 
@@ -354,17 +354,8 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
     start_epoch = _check_int("start_epoch", start_epoch, 0)
     start_step = _check_int("start_step", start_step, 0)
     n = len(source)
-    if n == 0:
-        raise DataError(f"{type(source).__name__} has no records")
-    steps = steps_per_epoch(n, batch_size, drop_remainder)
-    if steps == 0:
-        raise DataError(f"{type(source).__name__} has {n} records, fewer than batch_size={batch_size} "
-                        "(drop_remainder=True would yield no batch)")
-    start_epoch, start_step = start_epoch + start_step // steps, start_step % steps
-    sampler = ResumableSampler(n, batch_size, shuffle, seed, drop_remainder, start_epoch)
-    skipped = min(start_step * batch_size, sampler.samples_per_epoch)
-    first_items = sampler.samples_per_epoch - skipped if msds.config.get_fast_recovery() else \
-        sampler.samples_per_epoch
+    sampler, start_epoch, start_step, first_items = plan_resumable_epochs(
+        source, batch_size, shuffle, seed, drop_remainder, start_epoch, start_step)
     teacher = None if teacher_processor is None else \
         _transform(teacher_processor, train_transform, train_scale, horizontal_flip)
     loader = TaggingSampleLoader(source, _transform(image_processor, train_transform, train_scale, horizontal_flip),
@@ -379,5 +370,6 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
     if start_step:
         dataset.set_init_step(start_step)
     logger.info("tagging dataset over %s: %d records, %d tags, %d steps/epoch of %d, starting at epoch %d step %d",
-                type(source).__name__, n, source.num_tags, steps, batch_size, start_epoch, start_step)
+                type(source).__name__, n, source.num_tags, steps_per_epoch(n, batch_size, drop_remainder), batch_size,
+                start_epoch, start_step)
     return dataset
