@@ -7,9 +7,9 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from mindram.models.ram import RAMImageProcessor
-from tests.conftest import SHARED
+from tests.conftest import ROOT
 
-IMAGES = SHARED / "ram_data" / "images"
+IMAGES = ROOT / "examples" / "images"  # copies of the reference repo's demo images
 
 
 def reference_transform(size):
@@ -19,7 +19,7 @@ def reference_transform(size):
 
 
 def _variants():
-    demo = Image.open(IMAGES / "demo" / "demo4.jpg")
+    demo = Image.open(IMAGES / "demo4.jpg")
     demo.load()
     wide = Image.open(IMAGES / "openset_example.jpg")
     wide.load()
