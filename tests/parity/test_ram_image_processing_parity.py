@@ -44,7 +44,7 @@ def test_matches_the_reference_transform(name, size):
 
 
 def test_batch_and_paths():
-    paths = [IMAGES / "demo" / "demo4.jpg", str(IMAGES / "openset_example.jpg")]
+    paths = [IMAGES / "demo4.jpg", str(IMAGES / "openset_example.jpg")]
     batch = RAMImageProcessor()(paths)
     want = np.stack([reference_transform(384)(Image.open(p)).numpy() for p in paths])
     np.testing.assert_allclose(batch, want, atol=1e-6, rtol=0)
