@@ -23,11 +23,11 @@ TINY = [
 ]
 
 
-def run(*args):
+def run(*args, cwd=ROOT):
+    """run_mindformer.py with ``args`` in a subprocess (from ``cwd``)."""
     env = dict(os.environ, GLOG_v="3")
-    result = subprocess.run([sys.executable, str(ROOT / "run_mindformer.py"), *map(str, args)], capture_output=True,
-                            text=True, env=env, cwd=str(ROOT), timeout=600)
-    return result
+    return subprocess.run([sys.executable, str(ROOT / "run_mindformer.py"), *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=str(cwd), timeout=600)
 
 
 def last_json(stdout):

@@ -1,14 +1,10 @@
 """run_mindformer.py end to end on the synthetic tagging demo config (tiny overrides): train, eval, predict."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 from PIL import Image
 
 from mindram.data.tagging import SYNTHETIC_TAGS, SyntheticTags
 from tests.conftest import ROOT
+from tests.st.test_run_mindformer import last_json, run
 
 DEMO = ROOT / "configs" / "ram" / "run_ram_demo_synthetic.yaml"
 TINY = [
@@ -27,19 +23,6 @@ TINY = [
     "runner_config.batch_size=8", "runner_config.eval_batch_size=16", "runner_config.max_steps=6",
     "runner_config.logging_steps=2", "runner_config.save_steps=3", "runner_config.num_workers=1",
 ]
-
-
-def run(*args, cwd=ROOT):
-    env = dict(os.environ, GLOG_v="3")
-    return subprocess.run([sys.executable, str(ROOT / "run_mindformer.py"), *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=str(cwd), timeout=600)
-
-
-def last_json(stdout):
-    """The JSON document the command printed (it starts at the beginning of a line)."""
-    starts = [i for i, line in enumerate(stdout.splitlines()) if line[:1] in "{["]
-    text = "\n".join(stdout.splitlines()[starts[0]:])
-    return json.JSONDecoder().raw_decode(text)[0]
 
 
 def test_train_eval_predict(tmp_path):
