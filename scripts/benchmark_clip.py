@@ -8,27 +8,18 @@ plus the max-abs-diff of the features so the speed is measured on numerically eq
 The torch side needs the test extra (torch, open_clip_torch).
 """
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_timing import timed  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mindram  # noqa: E402
 from mindram.models.clip.convert import config_from_state_dict, convert_state_dict, matching_architectures  # noqa: E402
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: graph compilation / allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

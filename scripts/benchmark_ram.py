@@ -25,27 +25,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_timing import timed  # noqa: E402
+
 SEED = 0
 IMAGE_SIZE = 384
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: graph compilation / allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- torch reference side (subprocess)
