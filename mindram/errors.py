@@ -23,3 +23,11 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DataError(MindramError, ValueError):
     """A dataset, image or text input is malformed."""
+
+
+class TrainingStopped(MindramError, RuntimeError):
+    """Training stopped on purpose (non-finite loss); checkpoints already written are intact."""
+
+
+class OutputExistsError(MindramError, FileExistsError):
+    """An output path already holds results of another run/file and would be overwritten."""

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ... import catalog
 from ...data import build_clip_dataset, steps_per_epoch
-from ...errors import ConfigError, MindramError
+from ...errors import ConfigError, MindramError, TrainingStopped  # noqa: F401 (re-exported)
 from ...losses import CLIPWithLoss
 from ...models.clip import CLIPImageProcessor, tokenize
 from ...registry import MindFormerModuleType, MindFormerRegister
@@ -28,10 +28,6 @@ from ..run_config import build_source, validate_run_config
 from ..train_step import AccumulateStep, ApplyStep, TrainStep
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingStopped(MindramError, RuntimeError):
-    """Training stopped on purpose (non-finite loss)."""
 
 
 def write_json(path, data):
