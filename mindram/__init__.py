@@ -2,21 +2,18 @@
 
 Flow: YAML config → :class:`MindFormerConfig` → registry (:class:`MindFormerRegister`) builds the
 model/processor/dataset → task (``mindram.trainer.tasks``) → :class:`Trainer` or :func:`pipeline`.
+
+Importing mindram changes no process-wide setting (environment, MindSpore context, seeds, logging);
+docs/global_state.md lists every global that a mindram call reads or touches.
 """
-import os as _os
-
-# MindSpore logs INFO/WARNING lines from C++ at import; keep them off unless the user asks (GLOG_v).
-_os.environ.setdefault("GLOG_v", "3")
-
-from . import embeddings, losses, metrics  # noqa: E402
-from .config import MindFormerConfig  # noqa: E402
-from .models.clip import (  # noqa: E402
-    CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize)
-from .models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus  # noqa: E402
-from .registry import MindFormerModuleType, MindFormerRegister, build_from_cfg  # noqa: E402
-from . import data  # noqa: E402,F401  (registers the datasets)
-from .trainer import Trainer, TrainingArguments  # noqa: E402
-from .pipeline import pipeline  # noqa: E402
+from . import embeddings, losses, metrics
+from .config import MindFormerConfig
+from .models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize
+from .models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus
+from .registry import MindFormerModuleType, MindFormerRegister, build_from_cfg
+from . import data  # noqa: F401  (registers the datasets)
+from .trainer import Trainer, TrainingArguments
+from .pipeline import pipeline
 
 __version__ = "0.1.0"
 

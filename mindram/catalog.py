@@ -10,16 +10,18 @@ in ``$MINDRAM_HOME/<family>/`` and a missing one is an error that says what to c
 import dataclasses
 import difflib
 import functools
+import os
 from pathlib import Path
 from typing import Optional
 
 from .config import read_yaml
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, UnknownNameError
 from .utils.io import mindram_home
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+PATH_SUFFIXES = (".ckpt", ".safetensors", ".yaml", ".yml")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,7 @@ def arch_file(family, arch):
     try:
         return _architectures(family)[arch]
     except KeyError:
-        raise KeyError(f"unknown {family} architecture {arch!r}; known: {architectures(family)}") from None
+        raise UnknownNameError(f"unknown {family} architecture {arch!r}; known: {architectures(family)}") from None
 
 
 def support_list(family):
@@ -119,8 +121,29 @@ def support_list(family):
     return sorted(set(_architectures(family)) | set(defaults) | set(records))
 
 
+def looks_like_path(name):
+    """Whether a model argument is meant as a file or directory rather than a model name: it contains a path
+    separator, starts with ``.``, ``~`` or ``/``, or ends with a checkpoint/config suffix (``.ckpt``,
+    ``.safetensors``, ``.yaml``, ``.yml``). No model name has any of these."""
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    separators = {"/", os.sep, os.altsep} - {None}
+    return any(sep in text for sep in separators) or text.startswith((".", "~")) or text.endswith(PATH_SUFFIXES)
+
+
+def check_model_path(name):
+    """``ConfigError`` when ``name`` looks like a path (:func:`looks_like_path`) and nothing exists there, so
+    that a mistyped path is reported as a missing path instead of an unknown model name."""
+    if looks_like_path(name) and not Path(os.fspath(name)).expanduser().exists():
+        raise ConfigError(f"model path does not exist: {os.fspath(name)}; pass an existing model directory, "
+                          f".ckpt/.safetensors file or config .yaml, or a model name (see show_support_list())")
+
+
 def resolve(family, name):
-    """Resolve a model name (``arch``, ``arch.tag`` or an alias) to a :class:`PretrainedRecord`."""
+    """Resolve a model name (``arch``, ``arch.tag`` or an alias) to a :class:`PretrainedRecord`.
+
+    :class:`~mindram.errors.UnknownNameError` (a ``KeyError``, naming the closest names) for an unknown name; ``ConfigError`` for a path that does not exist.
+    """
+    check_model_path(name)
     records, defaults, aliases = _pretrained(family)
     archs = _architectures(family)
     key = aliases.get(name, name)
@@ -133,5 +156,5 @@ def resolve(family, name):
         return PretrainedRecord(name=key, family=family, arch=key, tag=None, file=f"{key}.ckpt")
     known = support_list(family) + sorted(aliases)
     close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)
-    raise KeyError(f"unknown {family} model {name!r}; closest: {close or 'none'}; "
+    raise UnknownNameError(f"unknown {family} model {name!r}; closest: {close or 'none'}; "
                    f"see show_support_list() for all {len(known)} names")

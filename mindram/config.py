@@ -3,14 +3,34 @@
 A config file may name one or more parent files in ``base_config`` (paths relative to the file);
 parents are merged first, in order, then the file itself, dictionaries merging key by key.
 ``merge_from_dict({"model.model_config.projection_dim": 256})`` applies dotted overrides.
+
+Numbers are read as YAML 1.2 reads them: ``1e-4`` and ``3E5`` are floats (PyYAML's YAML 1.1 rules would make
+them strings, which then fail far from the file, e.g. in the learning-rate schedule).
 """
 import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
 
 from .errors import ConfigError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads exponent numbers without a dot (``1e-4``) as floats."""
+
+
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                   list("-+0123456789."))
+
+
+def parse_scalar(text):
+    """A YAML value given on a command line (``--options key=value``): numbers, bools, null, lists, else text."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        return text
 
 
 class MindFormerConfig(dict):
@@ -90,14 +110,22 @@ def deep_merge(base, override):
 
 
 def read_yaml(path):
-    """Load one YAML mapping, with errors that name the file."""
+    """Load one YAML mapping; a missing/unreadable file, non-UTF-8 bytes or a YAML syntax error is a
+    :class:`ConfigError` naming the file (and the line/column YAML reports)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          f"save the file as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from e
+    try:
+        data = yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        raise ConfigError(f"{_yaml_position(path, e)}: invalid YAML: {_yaml_problem(e)}; fix the syntax there") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -105,13 +133,33 @@ def read_yaml(path):
     return data
 
 
-def load_yaml_with_bases(path, _seen=None):
-    """Read ``path`` and recursively merge the files named in its ``base_config``."""
+def _yaml_position(path, error):
+    """``file:line:column`` (1-based) of a YAML error, or the file alone when YAML gives no position."""
+    mark = getattr(error, "problem_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _yaml_problem(error):
+    """A YAML error's problem and context (with the line the context starts on) as one line."""
+    problem = getattr(error, "problem", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    context, mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and mark is not None:
+        return f"{problem} ({context} started at line {mark.line + 1})"
+    return f"{problem} ({context})" if context else problem
+
+
+def load_yaml_with_bases(path, _chain=()):
+    """Read ``path`` and recursively merge the files named in its ``base_config``.
+
+    A cycle, or a base file that does not exist, is a :class:`ConfigError` naming the chain of files
+    that led to it.
+    """
     path = Path(path).resolve()
-    seen = set(_seen or ())
-    if path in seen:
-        raise ConfigError(f"{path}: base_config cycle through {sorted(str(s) for s in seen)}")
-    seen.add(path)
+    chain = tuple(_chain) + (path,)
+    if path in _chain:
+        raise ConfigError(f"base_config cycle: {_describe_chain(chain)}; remove one of these base_config entries")
     data = read_yaml(path)
     bases = data.pop("base_config", None) or []
     if isinstance(bases, str):
@@ -122,6 +170,13 @@ def load_yaml_with_bases(path, _seen=None):
     for base in bases:
         base_path = (path.parent / base)
         if not base_path.is_file():
-            raise ConfigError(f"{path}: base_config file not found: {base} (looked at {base_path})")
-        merged = deep_merge(merged, load_yaml_with_bases(base_path, seen))
+            via = f" (included via {_describe_chain(chain)})" if len(chain) > 1 else ""
+            raise ConfigError(f"{path}: base_config file not found: {base} (looked at {base_path}){via}; "
+                              f"base_config paths are relative to the file that names them")
+        merged = deep_merge(merged, load_yaml_with_bases(base_path, chain))
     return deep_merge(merged, data)
+
+
+def _describe_chain(chain):
+    """``a.yaml -> b.yaml -> ...``: the files a base_config look-up went through."""
+    return " -> ".join(str(p) for p in chain)

@@ -25,6 +25,13 @@ class DataError(MindramError, ValueError):
     """A dataset, image or text input is malformed."""
 
 
+class UnknownNameError(ConfigError, KeyError):
+    """A model, architecture, task or registered ``type`` name that is unknown: a ConfigError (one-line CLI
+    error) that is also a ``KeyError`` for code that looks names up."""
+
+    __str__ = ConfigError.__str__  # the message itself, not KeyError's quoted repr
+
+
 class TrainingStopped(MindramError, RuntimeError):
     """Training stopped on purpose (non-finite loss); checkpoints already written are intact."""
 

@@ -2,14 +2,14 @@
 
 ``@MindFormerRegister.register(MindFormerModuleType.MODELS)`` makes a class buildable by its
 name; :func:`build_from_cfg` builds ``{"type": "CLIPModel", ...}`` and recurses into any nested
-mapping that has a ``type`` of its own. An unknown name raises ``KeyError`` listing the closest
-registered names.
+mapping that has a ``type`` of its own. An unknown name raises :class:`UnknownNameError` (a
+:class:`ConfigError` that is also a ``KeyError``) listing the closest registered names.
 """
 import difflib
 import inspect
 from enum import Enum
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownNameError  # noqa: F401 (UnknownNameError re-exported)
 
 
 class MindFormerModuleType(str, Enum):
@@ -63,11 +63,11 @@ class MindFormerRegister:
 
     @classmethod
     def get_cls(cls, module_type, name):
-        """The registered object, or ``KeyError`` naming the closest registered names."""
+        """The registered object, or :class:`UnknownNameError` naming the closest registered names."""
         table = cls.registry.get(MindFormerModuleType(module_type), {})
         if name not in table:
             close = difflib.get_close_matches(str(name), list(table), n=5, cutoff=0.4)
-            raise KeyError(f"{name!r} is not a registered {MindFormerModuleType(module_type).value}; "
+            raise UnknownNameError(f"{name!r} is not a registered {MindFormerModuleType(module_type).value}; "
                            f"closest: {close or 'none'}; registered: {sorted(table)}")
         return table[name]
 
@@ -99,7 +99,7 @@ def build_from_cfg(cfg, module_type=None, default_args=None):
     name = args.pop("type")
     obj = MindFormerRegister.get_cls(module_type, name) if module_type is not None else MindFormerRegister.find(name)
     if obj is None:
-        raise KeyError(f"{name!r} is not registered under any module type")
+        raise UnknownNameError(f"{name!r} is not registered under any module type")
     args = {k: _build_nested(v) for k, v in args.items()}
     for key, value in (default_args or {}).items():
         args.setdefault(key, value)

@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mindram  # noqa: E402
 from mindram.models.clip.convert import config_from_state_dict, convert_state_dict, matching_architectures  # noqa: E402
+from mindram.utils.cli import add_debug_flag, configure_logging, run_cli  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture name")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = add_debug_flag(parser).parse_args(argv)
 
     import open_clip
     import torch
@@ -64,4 +65,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    configure_logging()
+    sys.exit(run_cli(main, prog="benchmark_clip.py"))

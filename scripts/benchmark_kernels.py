@@ -28,6 +28,7 @@ from mindspore import nn  # noqa: E402  pylint: disable=wrong-import-position
 from mindram.layers.activation import GELU  # noqa: E402  pylint: disable=wrong-import-position
 from mindram.layers.kernels import build_info  # noqa: E402  pylint: disable=wrong-import-position
 from mindram.layers.norm import LayerNorm  # noqa: E402  pylint: disable=wrong-import-position
+from mindram.utils import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 
 class Chain(nn.Cell):
@@ -110,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--chain", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--pynative", action="store_true")
-    args = parser.parse_args(argv)
+    args = cli.add_debug_flag(parser).parse_args(argv)
     ms.set_context(mode=ms.PYNATIVE_MODE if args.pynative else ms.GRAPH_MODE)
     if args.threads:
         import torch  # pylint: disable=import-outside-toplevel
@@ -137,4 +138,5 @@ def main(argv=None):
                   f"{b / k:>15.1f}x {t / k:>12.2f}x")
 
 if __name__ == "__main__":
-    main()
+    cli.configure_logging()
+    sys.exit(cli.run_cli(main, prog="benchmark_kernels.py"))

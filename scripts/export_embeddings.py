@@ -14,9 +14,10 @@ retrieval recall@K.
            image name is dropped). Gives the texts and, with --evaluate, which image each caption belongs to
            (matched by the image id, else by file name).
 Outputs go to OUT/images and OUT/texts (see mindram.embeddings.write_embeddings); re-running resumes.
+The inputs are checked before the model loads; an error (a missing input, a malformed caption line, a config
+or checkpoint error) is one line on stderr with exit code 2 (--debug shows the traceback).
 """
 import argparse
-import logging
 import re
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mindram.embeddings import recall_at_k, write_embeddings  # noqa: E402
+from mindram.errors import DataError  # noqa: E402
 from mindram.pipeline.base import load_model  # noqa: E402
+from mindram.utils.cli import add_debug_flag, configure_logging, run_cli  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -36,7 +39,8 @@ def list_images(source):
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         return paths, [p.relative_to(source).as_posix() for p in paths]
     if not source.is_file():
-        raise SystemExit(f"--images {source}: no such folder or list file")
+        raise DataError(f"--images {source}: no such folder or list file; give an image folder or a text file "
+                        f"listing one image path per line")
     lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
     ids = [line for line in lines if line and not line.startswith("#")]
     return [Path(i) if Path(i).is_absolute() else source.parent / i for i in ids], ids
@@ -50,12 +54,17 @@ def read_captions(path):
             continue
         sep = "\t" if "\t" in line else ","
         if sep not in line:
-            raise SystemExit(f"{path}:{number + 1}: expected 'image,caption' or 'image<TAB>caption', got {line!r}")
+            raise DataError(f"{path}:{number + 1}: expected 'image,caption' or 'image<TAB>caption', got {line!r}")
         image, caption = line.split(sep, 1)
         if number == 0 and (image.strip().lower(), caption.strip().lower()) == ("image", "caption"):
             continue
         pairs.append((re.sub(r"#\d+$", "", image.strip()), caption.strip()))
     return pairs
+
+
+def read_texts(path):
+    """The lines of a --texts file (one text per line)."""
+    return Path(path).read_text(encoding="utf-8").splitlines()
 
 
 def match_images(caption_images, image_ids):
@@ -90,26 +99,24 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     parser.add_argument("--evaluate", action="store_true", help="print retrieval recall@K (needs --captions)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
     if not args.images and not (args.texts or args.captions):
         parser.error("nothing to export: give --images and/or --texts/--captions")
     if args.evaluate and not (args.images and args.captions):
         parser.error("--evaluate needs --images and --captions")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
+    paths, image_ids = list_images(args.images) if args.images else ([], [])
+    pairs = read_captions(args.captions) if args.captions else None
+    lines = [c for _, c in pairs] if pairs else (read_texts(args.texts) if args.texts else [])
     model = load_model(args.model)
     out = Path(args.out)
     common = dict(batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
                   overwrite=args.overwrite)
-    image_ids = []
     if args.images:
-        paths, image_ids = list_images(args.images)
         summary = write_embeddings(model, paths, out / "images", kind="image", ids=image_ids,
                                    num_workers=args.num_workers, **common)
         print(f"images: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'images'}")
-    pairs = read_captions(args.captions) if args.captions else None
     if args.texts or pairs:
-        lines = [c for _, c in pairs] if pairs else Path(args.texts).read_text(encoding="utf-8").splitlines()
         summary = write_embeddings(model, lines, out / "texts", kind="text", **common)
         print(f"texts: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'texts'}")
     if args.evaluate:
@@ -122,5 +129,11 @@ def main(argv=None):
     return None
 
 
+def cli(argv=None):
+    """Command-line entry: :func:`main` (which returns the metrics) with exit code 0."""
+    main(argv)
+
+
 if __name__ == "__main__":
-    main()
+    configure_logging()
+    sys.exit(run_cli(cli, prog="export_embeddings.py"))

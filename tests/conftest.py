@@ -1,17 +1,105 @@
-"""Shared test setup: a private MINDRAM_HOME, the repository on sys.path, reference-stack helpers."""
+"""Shared test setup: a private MINDRAM_HOME, the repository on sys.path, markers by folder, and a guard
+that the session leaves the user's ~/.cache/mindram alone.
+
+Everything a test reads lives in this repository (``tests/fixtures``); nothing outside it is read.
+"""
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT))
+# MindSpore's C++ INFO/WARNING lines stay off in test output (mindram itself leaves GLOG_v alone).
 os.environ.setdefault("GLOG_v", "3")
+
+USER_CACHE = Path.home() / ".cache" / "mindram"   # mindram_home()'s default, which tests must not touch
+
+# tests/<folder>/… → marker applied to every test in that folder
+FOLDER_MARKERS = {"parity": "parity", "st": "st"}
+# Marked ``slow``: about 3 s or more each on 2 idle cores (pytest --durations); a parametrized test is named once.
+SLOW_TESTS = frozenset({
+    "tests/parity/test_clip_parity.py::test_features_match_open_clip",
+    "tests/parity/test_clip_parity.py::test_logits_and_loss_match_open_clip",
+    "tests/parity/test_ram_parity.py::test_logits_and_tags_match_reference",
+    "tests/st/test_run_mindformer.py::test_train_eval_predict",
+    "tests/st/test_run_mindformer_tagging.py::test_train_eval_predict",
+    "tests/unit/test_kernels.py::test_build_cache_is_reused_across_processes",
+    "tests/unit/test_ram_model.py::test_full_size_ram_plus_has_the_reference_parameters",
+    "tests/unit/test_ram_model.py::test_save_and_load_pretrained",
+    "tests/unit/test_swin.py::test_swin_l_384_has_the_reference_parameters",
+})
+
+
+def tree_state(folder):
+    """``{relative path: (mtime_ns, size)}`` of ``folder`` and everything under it; None if it does not exist."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    state = {}
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # removed while listing
+            continue
+        state[str(path.relative_to(folder))] = (info.st_mtime_ns, info.st_size)
+    return state
+
+
+_session = {}
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+    """Point MINDRAM_HOME at a session temp dir before collection: test modules may build things (kernels,
+    caches) at import time, before any fixture runs. (A hook, not module code: test modules import this file
+    a second time as ``tests.conftest``.)"""
+    _session["dir"] = Path(tempfile.mkdtemp(prefix="mindram-tests-"))
+    _session["home"] = _session["dir"] / "mindram_home"
+    _session["previous"] = os.environ.get("MINDRAM_HOME")
+    os.environ["MINDRAM_HOME"] = str(_session["home"])
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+    if "dir" not in _session:
+        return
+    shutil.rmtree(_session.pop("dir"), ignore_errors=True)
+    previous = _session.pop("previous")
+    if previous is None:
+        os.environ.pop("MINDRAM_HOME", None)
+    else:
+        os.environ["MINDRAM_HOME"] = previous
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    """Mark the tests under tests/parity and tests/st with ``parity`` / ``st``, and those of SLOW_TESTS ``slow``."""
+    for item in items:
+        try:
+            path = Path(item.path).resolve().relative_to(ROOT)
+        except ValueError:
+            continue
+        if len(path.parts) > 2 and path.parts[0] == "tests" and path.parts[1] in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[path.parts[1]])
+        if f"{path.as_posix()}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS:
+            item.add_marker("slow")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_untouched():
+    """Fail the session if it created or modified ~/.cache/mindram (a user's own copy may pre-exist)."""
+    before = tree_state(USER_CACHE)
+    yield
+    after = tree_state(USER_CACHE)
+    if after != before:
+        changed = sorted(set((after or {}).items()) ^ set((before or {}).items()))
+        pytest.fail(f"the test session created or modified {USER_CACHE}: {[path for path, _ in changed][:10]}; "
+                    "tests must write only under tmp_path / $MINDRAM_HOME", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
-def _private_home(tmp_path_factory, monkeypatch):
+def _private_home(monkeypatch):
     """Tests never read or write the user's ~/.cache/mindram."""
-    monkeypatch.setenv("MINDRAM_HOME", str(tmp_path_factory.getbasetemp() / "mindram_home"))
+    monkeypatch.setenv("MINDRAM_HOME", str(_session["home"]))

@@ -329,9 +329,10 @@ def _load_zip(path: str) -> Any:
             obj = _unpickle(path, zf.read(pickles[0]), persistent_load, script)
             logger.debug("%s: %s archive, %d storages", path, "TorchScript" if is_script else "torch.save",
                          len(storages))
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, SyntaxError, ValueError,
+            OSError) as exc:
+        if isinstance(exc, CheckpointError) or (isinstance(exc, OSError) and exc.errno != errno.EINVAL):
+            raise  # EINVAL: a seek to a negative offset read from a corrupt directory; other OS errors are real
         raise CheckpointError(f"{path}: corrupt or truncated zip archive ({type(exc).__name__}: {exc})") from exc
     return _finish(path, obj)
 

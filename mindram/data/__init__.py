@@ -4,7 +4,8 @@ Sources (annotation parsers; ``len(src)``, ``src[i] -> Record(image, caption, la
 :class:`Flickr8k`, :class:`Cifar100`, :class:`CocoKarpathy`, :class:`CaptionTable`, :class:`ImageFolder`,
 :class:`SyntheticCaptions`; multi-label tagging (:mod:`mindram.data.tagging`): :class:`RAMTaggingJson`,
 :class:`TaggingAnnotations`, :class:`SyntheticTags`. Pipeline: :func:`build_clip_dataset` (decode + preprocess +
-tokenise in workers, seeded shuffling, bad-image substitution, exact mid-epoch resume); :func:`build_tagging_dataset`
+tokenise in workers, seeded shuffling, exact mid-epoch resume; an unreadable image is replaced by the next readable one
+in training and flagged ``readable=False`` for evaluation, which leaves it out); :func:`build_tagging_dataset`
 (the same machinery with multi-hot ``labels``).
 """
 from .base import DataStats, Record, RecordSource

@@ -66,18 +66,18 @@ class DataStats(PicklableLock):
         self.bad_items: Dict[int, str] = {}
         self.num_substituted = 0
 
-
     def is_bad(self, index: int) -> bool:
         """Whether ``index`` is already known to be unreadable."""
         return index in self.bad_items
 
-    def mark_bad(self, index: int, message: str) -> None:
-        """Record an unreadable item; the first time an index is seen, log one warning for it."""
+    def mark_bad(self, index: int, message: str, outcome: str = "it is replaced by the next valid item") -> None:
+        """Record an unreadable item; the first time an index is seen, log one warning for it (with ``outcome``:
+        what the pipeline does instead)."""
         with self._lock:
             new = index not in self.bad_items
             self.bad_items[index] = message
         if new:
-            logger.warning("skipping unreadable item %d (%s); it is replaced by the next valid item", index, message)
+            logger.warning("skipping unreadable item %d (%s); %s", index, message, outcome)
 
     def add_substitution(self) -> None:
         with self._lock:
@@ -129,6 +129,16 @@ class RecordSource:
         """``{index: "path: reason"}`` of the items the pipeline skipped (see :class:`DataStats`)."""
         return self.stats.bad_items
 
+    def check_images_exist(self, root: Union[str, os.PathLike]) -> None:
+        """DataError when not one record's image file exists (a wrong ``root`` or images not extracted yet).
+
+        Stops at the first existing file, so a usable dataset costs one ``stat``; single missing files are
+        left to the pipeline (skipped, logged and counted there)."""
+        paths = [item[0] for item in self._items]
+        if paths and not any(os.path.isfile(p) for p in paths):
+            raise DataError(f"{type(self).__name__}: none of the {len(paths)} image files exists (e.g. {paths[0]}); "
+                            f"expected the images under {root}: check the dataset directory / root")
+
     def max_captions(self) -> int:
         """0 when every record has a single caption string, else the largest caption-list length.
 
@@ -162,9 +172,33 @@ def first_existing_dir(root: Path, candidates: Sequence[str], what: str) -> Path
     raise DataError(f"cannot find the {what} directory; looked for: {tried}")
 
 
+def find_annotation_file(root: Path, given: Optional[Union[str, os.PathLike]], patterns: Sequence[str],
+                         what: str) -> Path:
+    """The annotation file of a dataset: ``given`` as is or relative to ``root``; by default the one file in
+    ``root`` matching the first pattern that matches any. DataError naming every place looked at otherwise."""
+    if given not in (None, ""):
+        path = Path(given)
+        if not path.exists() and not path.is_absolute():
+            if not (root / path).exists():
+                raise DataError(f"{what} not found: looked for {path} and {root / path}")
+            path = root / path
+        return existing_file(path, what)
+    if not root.is_dir():
+        raise DataError(f"dataset directory not found: {root} (expected the directory holding the {what})")
+    for pattern in patterns:
+        found = sorted(p for p in root.glob(pattern) if p.is_file())
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise DataError(f"several {what}s in {root} ({[p.name for p in found]}); name one with annotation_file")
+    raise DataError(f"no {what} in {root} (expected a file matching {list(patterns)}); set annotation_file")
+
+
 def existing_file(path: Union[str, os.PathLike], what: str) -> Path:
     """``Path(path)`` if it is a file, else a DataError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory; expected the file itself")
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     return path

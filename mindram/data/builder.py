@@ -21,6 +21,11 @@ length (which MindSpore requires and which makes resume arithmetic exact). Each 
 remembered (it is not decoded again), and counted in ``source.stats`` (``source.bad_items``,
 ``source.stats.num_substituted``); at the end of every epoch one summary line is logged. With
 ``python_multiprocessing=True`` the counters live in the worker processes (the log lines still appear).
+Substitution is for **training only** (a replaced sample changes nothing but which image fills the slot).
+Evaluation passes ``substitute_unreadable=False``: every item stays in its place, an unreadable one becomes a
+placeholder row flagged ``readable=False``, and the evaluation leaves it out of every metric (its label and its
+captions too) and reports it (``num_skipped``) — a replaced image would otherwise be scored twice, under the
+label/captions of the item it replaces. The flag costs training nothing (no extra column there).
 
 Resume: ``build_clip_dataset(..., start_epoch=e, start_step=k)`` yields exactly the batches that an
 uninterrupted pipeline (same source, seed, batch size) yields from step ``k`` of epoch ``e`` on: the first
@@ -58,7 +63,7 @@ def _describe(image) -> str:
         else f"<in-memory {type(image).__name__}>"
 
 
-def output_columns(has_labels: bool, multi_caption: bool, return_index: bool = False):
+def output_columns(has_labels: bool, multi_caption: bool, return_index: bool = False, readable: bool = False):
     """Column names produced by :func:`build_clip_dataset` for a source of this kind, in order."""
     cols = ["pixel_values", "input_ids"]
     if has_labels:
@@ -67,18 +72,22 @@ def output_columns(has_labels: bool, multi_caption: bool, return_index: bool = F
         cols.append("num_captions")
     if return_index:
         cols.append("index")
+    if readable:
+        cols.append("readable")
     return cols
 
 
 class ClipSampleLoader(PicklableLock):
     """Map operation of the pipeline: sampler code -> tuple of numpy columns (see :func:`output_columns`).
 
-    Called concurrently by the ``map`` workers; it is thread-safe.
+    Called concurrently by the ``map`` workers; it is thread-safe. With ``substitute`` an unreadable item is
+    replaced by the next readable one (training); without, its row is a placeholder flagged ``readable=False``
+    (evaluation, which leaves it out).
     """
 
     def __init__(self, source, transform: Callable, tokenizer_fn: Callable, context_length: int,
                  num_captions: int, sampler: ResumableSampler, seed: int, return_index: bool,
-                 first_epoch: int, first_epoch_items: int):
+                 first_epoch: int, first_epoch_items: int, substitute: bool = True):
         self.source = source
         self.transform = transform
         self.tokenizer_fn = tokenizer_fn
@@ -88,6 +97,9 @@ class ClipSampleLoader(PicklableLock):
         self.sampler = sampler
         self.seed = seed
         self.return_index = return_index
+        self.substitute = bool(substitute)
+        self._bad_outcome = "it is replaced by the next valid item" if self.substitute else \
+            "its row is flagged readable=False and left out of the evaluation"
         self.stats: DataStats = source.stats if isinstance(getattr(source, "stats", None), DataStats) else DataStats()
         self._first_epoch, self._first_epoch_items = first_epoch, first_epoch_items
         self._lock = threading.Lock()
@@ -99,9 +111,10 @@ class ClipSampleLoader(PicklableLock):
         return len(self.source)
 
     def _load(self, epoch: int, start: int):
-        """First readable record at or after ``start`` (wrapping): ``(index, record, pixels)``."""
+        """First readable record at or after ``start`` (wrapping): ``(index, record, pixels)``; without
+        substitution only ``start`` itself is tried, and ``(start, None, None)`` means it cannot be read."""
         n = len(self.source)
-        for offset in range(n):
+        for offset in range(n if self.substitute else 1):
             index = (start + offset) % n
             if self.stats.is_bad(index):
                 continue
@@ -112,13 +125,15 @@ class ClipSampleLoader(PicklableLock):
                 pixels = self.transform(record.image, rng)
             except (DataError, OSError) as e:  # FileNotFoundError, PIL's OSError on truncated data, ...
                 ref = _describe(record.image) if record is not None else f"record {index}"
-                self.stats.mark_bad(index, f"{ref}: {type(e).__name__}: {e}")
+                self.stats.mark_bad(index, f"{ref}: {type(e).__name__}: {e}", self._bad_outcome)
                 continue
             if offset:
                 self.stats.add_substitution()
                 with self._lock:
                     self._substituted[epoch] = self._substituted.get(epoch, 0) + 1
             return index, record, pixels
+        if not self.substitute:
+            return start, None, None
         raise DataError(f"no readable item in {type(self.source).__name__} ({self.stats.num_bad} of {n} "
                         "items failed to load; see the warnings above)")
 
@@ -149,17 +164,36 @@ class ClipSampleLoader(PicklableLock):
             logger.log(level, "epoch %d: %d sample(s) replaced because their image could not be read; %s",
                        epoch, replaced, self.stats.summary())
 
-    def __call__(self, code) -> tuple:
-        epoch, start = self.sampler.decode(code)
-        index, record, pixels = self._load(epoch, start)
+    def _columns(self, record: Record, pixels) -> list:
+        """pixel_values, input_ids[, label][, num_captions] of a loaded record."""
         ids, count = self._tokens(record.caption)
         row = [np.asarray(pixels, np.float32), ids]
         if self.with_label:
             row.append(np.asarray(record.label, np.int32))
         if count is not None:
             row.append(count)
+        return row
+
+    def _placeholder_columns(self) -> list:
+        """The same columns for an item that could not be read: zero pixels and token ids, label -1, 0 captions
+        (shapes as for a readable item, so it batches; the consumer drops it by its ``readable`` flag)."""
+        size = self.transform.image_size
+        ids = (self.num_captions, self.context_length) if self.num_captions else (self.context_length,)
+        row = [np.zeros((3, size, size), np.float32), np.zeros(ids, np.int32)]
+        if self.with_label:
+            row.append(np.asarray(-1, np.int32))
+        if self.num_captions:
+            row.append(np.asarray(0, np.int32))
+        return row
+
+    def __call__(self, code) -> tuple:
+        epoch, start = self.sampler.decode(code)
+        index, record, pixels = self._load(epoch, start)
+        row = self._placeholder_columns() if record is None else self._columns(record, pixels)
         if self.return_index:
             row.append(np.asarray(index, np.int32))
+        if not self.substitute:
+            row.append(np.asarray(record is not None))
         self._count(epoch)
         return tuple(row)
 
@@ -182,7 +216,8 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
                        drop_remainder: bool = True, seed: int = 0, context_length: int = 77, *,
                        train_transform: bool = False, train_scale: Tuple[float, float] = (0.9, 1.0),
                        start_epoch: int = 0, start_step: int = 0, num_captions: Optional[int] = None,
-                       return_index: bool = False, python_multiprocessing: bool = False) -> msds.Dataset:
+                       return_index: bool = False, substitute_unreadable: bool = True,
+                       python_multiprocessing: bool = False) -> msds.Dataset:
     """Build the batched CLIP input pipeline over a record source.
 
     Args:
@@ -202,12 +237,17 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
             padded with zero rows); default: the largest list length of the source. 0 means one caption per
             sample (the first one of a list).
         return_index: add an ``index`` column (int32: the source index actually used, after substitution).
+        substitute_unreadable: replace an unreadable image by the next readable one (training, the default);
+            False (evaluation) keeps every item in its place and adds a ``readable`` bool column: an unreadable
+            item's row holds placeholders (zeros, label -1) and ``readable=False``, so that the consumer leaves
+            it out of every metric and reports it.
 
     Returns:
         a ``mindspore.dataset`` pipeline with columns, in order: ``pixel_values`` float32 (N, 3, S, S);
         ``input_ids`` int32 (N, L), or (N, K, L) for caption-list sources with zero rows as padding;
         ``label`` int32 (N,) for classification sources; ``num_captions`` int32 (N,) for caption-list
-        sources; ``index`` int32 (N,) when requested. ``get_dataset_size()`` is the full steps per epoch.
+        sources; ``index`` int32 (N,) when requested; ``readable`` bool (N,) without substitution.
+        ``get_dataset_size()`` is the full steps per epoch.
     """
     if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
         raise ConfigError(f"source must be a random-access record source, got {type(source).__name__}")
@@ -233,8 +273,8 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
     transform = TrainTransform(image_processor, scale=train_scale) if train_transform \
         else EvalTransform(image_processor)
     loader = ClipSampleLoader(source, transform, tokenizer_fn, context_length, num_captions, sampler, seed,
-                              return_index, start_epoch, first_items)
-    columns = output_columns(loader.with_label, num_captions > 0, return_index)
+                              return_index, start_epoch, first_items, substitute=substitute_unreadable)
+    columns = output_columns(loader.with_label, num_captions > 0, return_index, not loader.substitute)
     dataset = msds.GeneratorDataset(_Codes(n), column_names=["code"], sampler=sampler, num_parallel_workers=1,
                                     python_multiprocessing=False)
     dataset = dataset.map(operations=loader, input_columns=["code"], output_columns=columns,

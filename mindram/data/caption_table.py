@@ -46,4 +46,5 @@ class CaptionTable(RecordSource):
                 self._items.append((str(self.root / image), caption, -1))
         if not self._items:
             raise DataError(f"{self.path}: the table has a header but no rows")
+        self.check_images_exist(self.root)
         logger.info("caption table %s: %d records", self.path.name, len(self))

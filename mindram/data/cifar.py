@@ -71,6 +71,8 @@ class Cifar100(RecordSource):
                 or data.shape[1] != 3 * _SIDE * _SIDE:
             got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
             raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {got}")
+        if data.shape[0] == 0:
+            raise DataError(f"{path}: no images ('data' has 0 rows; expected the official {self.split} split)")
         labels = np.asarray(d["fine_labels"], dtype=np.int64)
         if labels.shape != (data.shape[0],):
             raise DataError(f"{path}: {labels.shape[0]} fine_labels for {data.shape[0]} images")

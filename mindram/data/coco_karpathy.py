@@ -13,7 +13,7 @@ from typing import Optional, Union
 from tqdm import tqdm
 
 from ..errors import DataError
-from .base import RecordSource, check_split, existing_file
+from .base import RecordSource, check_split, find_annotation_file
 
 logger = logging.getLogger(__name__)
 
@@ -25,22 +25,22 @@ class CocoKarpathy(RecordSource):
 
     Args:
         root: directory the ``image`` paths are relative to.
-        annotation_file: the json file (absolute, relative to the working directory, or relative to ``root``).
+        annotation_file: the json file (absolute, relative to the working directory, or relative to ``root``);
+            default: ``coco_karpathy_<split>.json`` in ``root`` (else the one ``*_<split>.json`` there).
         split: "train", "val" or "test" (only decides the default of ``per_caption``).
         per_caption: one record per (image, caption) — lists are expanded — or one record per json entry
             (a string caption then stays a string). Default: True for "train", False otherwise.
     """
 
-    def __init__(self, root: Union[str, os.PathLike], annotation_file: Union[str, os.PathLike],
+    def __init__(self, root: Union[str, os.PathLike], annotation_file: Optional[Union[str, os.PathLike]] = None,
                  split: str = "train", per_caption: Optional[bool] = None):
         super().__init__()
         self.root = Path(root)
         self.split = check_split(split, ("train", "val", "test"), {"dev": "val"})
         self.per_caption = self.split == "train" if per_caption is None else bool(per_caption)
-        ann = Path(annotation_file)
-        if not ann.is_file() and not ann.is_absolute() and (self.root / ann).is_file():
-            ann = self.root / ann
-        ann = existing_file(ann, "Karpathy annotation file")
+        ann = find_annotation_file(self.root, annotation_file,
+                                   (f"coco_karpathy_{self.split}.json", f"*_{self.split}.json"),
+                                   "Karpathy annotation json")
         try:
             entries = json.loads(ann.read_text(encoding="utf-8"))
         except ValueError as e:
@@ -63,5 +63,6 @@ class CocoKarpathy(RecordSource):
             else:
                 self._items.append((path, caption if isinstance(caption, str) else captions, -1))
         if not self._items:
-            raise DataError(f"{ann}: no entries")
+            raise DataError(f"{ann}: no entries (expected a list of {{'image', 'caption'}} objects)")
+        self.check_images_exist(self.root)
         logger.info("Karpathy %s (%s): %d entries, %d records", self.split, ann.name, len(entries), len(self))

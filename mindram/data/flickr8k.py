@@ -83,5 +83,7 @@ class Flickr8k(RecordSource):
             else:
                 self._items.append((path, list(caps), -1))
         if not self._items:
-            raise DataError(f"Flickr8k {self.split} split is empty ({split_file} lists {len(names)} image(s))")
+            raise DataError(f"Flickr8k {self.split} split is empty ({split_file} lists {len(names)} image(s) with "
+                            f"captions in the token file)")
+        self.check_images_exist(self.image_dir)
         logger.info("Flickr8k %s: %d images, %d records", self.split, len(names) - len(no_caption), len(self))

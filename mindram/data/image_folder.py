@@ -27,10 +27,11 @@ class ImageFolder(RecordSource):
         super().__init__()
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"image folder {self.root} does not exist")
+            raise DataError(f"image folder {self.root} does not exist (expected {self.root}/<class>/<image>)")
         folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
-            raise DataError(f"image folder {self.root} has no class sub-folders")
+            raise DataError(f"image folder {self.root} has no class sub-folders (expected one folder of images per "
+                            f"class: {self.root}/<class>/<image>)")
         if class_names is None:
             class_names = [f.replace("_", " ") for f in folders]
         elif len(class_names) != len(folders):
@@ -47,5 +48,6 @@ class ImageFolder(RecordSource):
             caption = caption_template.format(self.class_names[label])
             self._items.extend((str(p), caption, label) for p in files)
         if not self._items:
-            raise DataError(f"image folder {self.root}: no files with suffix in {list(exts)}")
+            raise DataError(f"image folder {self.root}: no files with suffix in {list(exts)} in its class folders "
+                            f"{folders[:5]}{' ...' if len(folders) > 5 else ''}")
         logger.info("image folder %s: %d images, %d classes", self.root, len(self), len(folders))

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..metrics.multilabel import read_annotations, read_taglist
-from .base import IMAGE_EXTENSIONS, Record, RecordSource, existing_file
+from .base import IMAGE_EXTENSIONS, Record, RecordSource, find_annotation_file
 from .builder import ClipSampleLoader, _Codes, _check_int
 from .sampler import plan_resumable_epochs, steps_per_epoch
 from .synthetic import _SPLIT_IDS, COLOURS, POSITIONS, SHAPES, SIZES, SyntheticCaptions
@@ -83,7 +83,8 @@ class RAMTaggingJson(_TaggingSource):
 
     Args:
         root: directory ``image_path`` is joined to (the reference's ``image_path_root``; absolute paths win).
-        annotation_file: the json file (``*_ram.json``).
+        annotation_file: the json file (as is or relative to ``root``); default: the one ``*_ram.json`` (else
+            the one ``*.json``) in ``root``.
         num_tags: size of the tag vocabulary the ids index (4585 for RAM's list).
         max_words: ``pre_caption`` truncation (the reference uses 30).
 
@@ -94,12 +95,12 @@ class RAMTaggingJson(_TaggingSource):
     not train) is kept in ``parse_labels``.
     """
 
-    def __init__(self, root: Union[str, os.PathLike], annotation_file: Union[str, os.PathLike],
+    def __init__(self, root: Union[str, os.PathLike], annotation_file: Optional[Union[str, os.PathLike]] = None,
                  num_tags: int = 4585, max_words: int = 30):
         super().__init__()
         self.root = Path(root)
         self.num_tags = _check_int("num_tags", num_tags, 1)
-        path = existing_file(annotation_file, "RAM training json")
+        path = find_annotation_file(self.root, annotation_file, ("*_ram.json", "*.json"), "RAM training json")
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:

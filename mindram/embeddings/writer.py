@@ -9,11 +9,13 @@ Layout of ``out_dir``::
                          array), "shard", "shard_row"[, "text"]}
     errors.jsonl         one line per skipped item: {"id", "index", "error"}
 
-Atomic: every file is written to a hidden temporary beside it and renamed into place, so an interrupted
-run never leaves a partial shard visible. Resumable: running again with the same items skips the
-complete shards and computes the rest (a different item list or shard size is refused unless
-``overwrite=True``). Items that cannot be read or tokenized are skipped and listed in ``errors.jsonl``;
-errors of the model itself stop the run (re-run to resume). One writer per ``out_dir`` at a time.
+Atomic: every file is written through :func:`mindram.utils.io.atomic_write` (a hidden temporary beside it,
+checked — a shard is read back — and renamed into place; a failed write removes it), so an interrupted run
+never leaves a partial shard visible (temporaries of a killed process are removed by the next run).
+Resumable: running again with the same items skips the complete shards and computes the rest (a different
+item list or shard size is refused unless ``overwrite=True``). Items that cannot be read or tokenized are
+skipped and listed in ``errors.jsonl``; errors of the model itself stop the run (re-run to resume). One
+writer per ``out_dir`` at a time.
 """
 import hashlib
 import json
@@ -60,15 +62,24 @@ def _write_json(path, data):
 
 
 def _write_jsonl(path, rows):
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, allow_empty=True) as tmp, open(tmp, "w", encoding="utf-8") as f:  # no rows: empty
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _check_npy(tmp, shape, path):
+    """Raise unless the temporary ``tmp`` of shard ``path`` reads back as a float32 array of ``shape``."""
+    written = np.load(tmp, mmap_mode="r", allow_pickle=False)
+    if written.shape != shape or written.dtype != np.float32:
+        raise DataError(f"{path}: the shard reads back as a {written.dtype} array of shape {written.shape}, "
+                        f"expected float32 {shape}; it was not written (re-run to resume)")
+
+
 def _write_npy(path, array):
-    with atomic_write(path) as tmp:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    with atomic_write(path, check=lambda tmp: _check_npy(tmp, array.shape, path)) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+            np.save(f, array)
             f.flush()
             os.fsync(f.fileno())
 

@@ -18,6 +18,10 @@ from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
+# a key only checkpoints of that family have (names a checkpoint loaded into the wrong model)
+_FAMILY_MARKERS = {"clip": "visual.conv1.weight", "ram": "label_embed"}
+
 
 def _mem_available():
     """Bytes of memory available to a new allocation (MemAvailable: free + reclaimable page cache)."""
@@ -48,29 +52,125 @@ def _page_cache_aware_memory_check():
         serialization._get_available_memory = original
 
 
+def check_checkpoint_path(path):
+    """``path`` as a :class:`~pathlib.Path` if its suffix is one of :data:`CHECKPOINT_SUFFIXES`, else
+    :class:`CheckpointError` (MindSpore would silently append ``.ckpt`` to any other name)."""
+    path = Path(path)
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"{path}: a checkpoint file name must end with {' or '.join(CHECKPOINT_SUFFIXES)} "
+                              f"(got {path.suffix or 'no suffix'}); e.g. {path.with_suffix('.ckpt')}")
+    return path
+
+
+def _varint(f, end):
+    """Read one protobuf varint from ``f`` (not beyond offset ``end``)."""
+    value = shift = 0
+    while shift < 64 and f.tell() < end:
+        byte = f.read(1)[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+        shift += 7
+    raise ValueError(f"bad varint at offset {f.tell()}")
+
+
+def _length_delimited(f, end):
+    """``(field number, payload end offset)`` of the next length-delimited protobuf field of ``f``."""
+    key = _varint(f, end)
+    if key & 7 != 2:
+        raise ValueError(f"unexpected protobuf wire type {key & 7} at offset {f.tell()}")
+    length = _varint(f, end)
+    if f.tell() + length > end:
+        raise ValueError(f"a field of {length} bytes at offset {f.tell()} runs past the end of the file")
+    return key >> 3, f.tell() + length
+
+
+def _ckpt_names(path):
+    """Tensor names of a MindSpore ``.ckpt`` (``Checkpoint { repeated Value value = 1 }``, ``Value { string
+    tag = 1; ... }``), read by walking the protobuf framing without loading tensor data."""
+    names = []
+    end = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, end - 17))
+        if f.read(7) == b"crc_num":  # optional trailer of save_checkpoint(crc_check=True)
+            end -= 17
+        f.seek(0)
+        while f.tell() < end:
+            field, value_end = _length_delimited(f, end)
+            while field == 1 and f.tell() < value_end:
+                tag, tag_end = _length_delimited(f, value_end)
+                if tag == 1:
+                    names.append(f.read(tag_end - f.tell()).decode("utf-8"))
+                    break
+                f.seek(tag_end)
+            f.seek(value_end)
+    return names
+
+
+def checkpoint_names(path):
+    """Names of the tensors in a ``.ckpt``/``.safetensors`` file, read from its framing/header only (cheap
+    for any size; the whole framing is checked, so a truncated file is an error, as is a file without tensors)."""
+    path = check_checkpoint_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            with safetensors.safe_open(str(path), framework="numpy") as f:
+                names = list(f.keys())
+        else:
+            names = _ckpt_names(path)
+    except Exception as e:  # safetensors raises SafetensorError, the protobuf walk ValueError/IndexError
+        raise CheckpointError(f"{path}: not a readable {path.suffix} checkpoint (truncated or corrupt: "
+                              f"{type(e).__name__}: {e})") from e
+    if not names:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return names
+
+
 def read_checkpoint(path):
     """Read a ``.ckpt`` (MindSpore protobuf) or ``.safetensors`` file into ``{name: np.ndarray}``.
 
     ``.ckpt`` is one protobuf message (limited to 2 GB and read whole into memory); use
-    ``.safetensors`` for ViT-H and larger.
+    ``.safetensors`` for ViT-H and larger. Any unreadable file is a :class:`CheckpointError` naming it.
     """
-    path = Path(path)
+    path = check_checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".ckpt":
+        checkpoint_names(path)  # MindSpore parses garbage into an empty dict or reports an absolute path
     try:
         if path.suffix == ".safetensors":
-            return safetensors.numpy.load_file(str(path))
-        with _page_cache_aware_memory_check():
-            params = ms.load_checkpoint(str(path))
+            params = safetensors.numpy.load_file(str(path))
+        else:
+            with _page_cache_aware_memory_check():
+                params = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
     except Exception as e:  # mindspore raises ValueError/RuntimeError with little context
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    return {k: v.asnumpy() for k, v in params.items()}
+        raise CheckpointError(f"{path}: not a readable {path.suffix} checkpoint ({' '.join(str(e).split())})") \
+            from e
+    if not params:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return params
+
+
+def verify_checkpoint(path, expected):
+    """Raise :class:`CheckpointError` unless the tensors of checkpoint ``path`` are exactly ``expected``."""
+    found = checkpoint_names(path)
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra or len(found) != len(expected):
+        raise CheckpointError(f"{path}: re-reading the written checkpoint finds {len(found)} tensors, expected "
+                              f"{len(expected)} (missing {missing[:10]}, unexpected {extra[:10]})")
 
 
 def write_checkpoint(params, path):
-    """Write ``{name: np.ndarray | Tensor}`` atomically, as ``.safetensors`` or MindSpore ``.ckpt`` by suffix."""
-    path = Path(path)
-    with atomic_write(path) as tmp:
+    """Write ``{name: np.ndarray | Tensor}`` atomically, as ``.safetensors`` or MindSpore ``.ckpt`` by suffix.
+
+    The temporary file is re-read (names only) before it replaces ``path``: a file whose tensors differ
+    from ``params`` is never put in place.
+    """
+    path = check_checkpoint_path(path)
+    if not params:
+        raise CheckpointError(f"{path}: refusing to write a checkpoint without tensors")
+    with atomic_write(path, check=lambda tmp: verify_checkpoint(Path(tmp), params)) as tmp:
         if path.suffix == ".safetensors":
             safetensors.numpy.save_file({k: np.ascontiguousarray(v.asnumpy() if isinstance(v, Tensor) else v)
                                          for k, v in params.items()}, tmp)
@@ -78,6 +178,14 @@ def write_checkpoint(params, path):
             ms.save_checkpoint([{"name": k, "data": v if isinstance(v, Tensor) else Tensor(np.ascontiguousarray(v))}
                                 for k, v in params.items()], tmp)
     return path
+
+
+def _family_hint(model, names):
+    """`` (it looks like a <family> checkpoint)`` when ``names`` belong to another model family, else ``""``."""
+    found = [family for family, key in _FAMILY_MARKERS.items() if key in names]
+    if found and getattr(model, "family", None) not in found:
+        return f" (it looks like a {found[0].upper()} checkpoint)"
+    return ""
 
 
 def load_state_dict(model, params, strict=True, source="state dict"):
@@ -96,8 +204,9 @@ def load_state_dict(model, params, strict=True, source="state dict"):
                   for k in sorted(set(own) & set(params)) if tuple(np.shape(params[k])) != tuple(own[k].shape)]
     if mismatched or (strict and (missing or unexpected)):
         raise CheckpointError(
-            f"{source} does not match {type(model).__name__}: {len(missing)} missing {missing[:10]}, "
-            f"{len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape mismatches {mismatched[:10]}")
+            f"{source} does not match {type(model).__name__}{_family_hint(model, params)}: {len(missing)} missing "
+            f"{missing[:10]}, {len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape mismatches "
+            f"{mismatched[:10]}")
     for name, param in own.items():
         if name in params:
             value = np.asarray(params[name])
@@ -160,6 +269,7 @@ class PreTrainedModel(nn.Cell):
     def from_pretrained(cls, name_or_path, **config_overrides):
         """Build and load a model from a supported name, a directory (``config.yaml`` + ``.ckpt``)
         or a ``.ckpt``/``.safetensors`` file (config from ``<stem>.yaml`` or inferred from shapes)."""
+        catalog.check_model_path(name_or_path)  # a mistyped path is a missing path, not an unknown name
         path = Path(str(name_or_path)).expanduser()
         params = None
         if path.is_dir():
@@ -169,8 +279,6 @@ class PreTrainedModel(nn.Cell):
                 raise CheckpointError(f"{path}: no .ckpt or .safetensors file in the directory")
             ckpt = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
         elif path.suffix in (".ckpt", ".safetensors"):
-            if not path.is_file():
-                raise FileNotFoundError(f"checkpoint not found: {path}")
             config, params = cls._config_for_checkpoint(path)
             ckpt = path
         else:

@@ -5,6 +5,7 @@ attribute is their registered alias: ``zero_shot_image_classification`` and ``fe
 """
 import difflib
 
+from ..errors import UnknownNameError
 from ..registry import MindFormerModuleType, MindFormerRegister
 from .base import Pipeline
 from .feature_extraction import FeatureExtractionPipeline
@@ -24,7 +25,7 @@ def get_pipeline_class(task):
     tasks = supported_tasks()
     if name not in tasks:
         close = difflib.get_close_matches(name, tasks, n=3, cutoff=0.4)
-        raise KeyError(f"unknown pipeline task {task!r}; closest: {close or 'none'}; supported tasks: {tasks}")
+        raise UnknownNameError(f"unknown pipeline task {task!r}; closest: {close or 'none'}; supported tasks: {tasks}")
     return MindFormerRegister.get_cls(MindFormerModuleType.PIPELINE, name)
 
 
@@ -34,7 +35,8 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
     Args:
         task: a task name, see :func:`supported_tasks`.
         model: a model name (``"clip_vit_b_32.laion2b_s34b_b79k"``), a directory or ``.ckpt`` path, or a
-            ``CLIPModel`` instance; None uses ``clip_vit_b_32``. Named weights get the catalog's preprocessing.
+            ``CLIPModel`` instance (used as it is, never changed); None uses ``clip_vit_b_32``. Named weights get
+            the catalog's preprocessing. A path that does not exist is a ``ConfigError`` saying so.
         image_processor: a ``CLIPImageProcessor`` or a dict of its arguments; default: the model's image size
             and the catalog preprocessing of its weights.
         tokenizer: a ``CLIPTokenizer`` or any callable ``texts -> ids``; default ``mindram.tokenize``.

@@ -16,8 +16,9 @@ import os
 import numpy as np
 
 from .. import catalog
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..models.clip import CLIPImageProcessor, CLIPModel
+from ..utils.validation import check_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,12 @@ ITEM_ERRORS = (DataError, OSError, TypeError, ValueError)
 
 
 def load_model(model, default=DEFAULT_MODEL):
-    """A CLIP model from a name, a directory, a ``.ckpt``/``.safetensors`` path, or a model instance."""
+    """A CLIP model from a name, a directory, a ``.ckpt``/``.safetensors`` path, or a model instance (used as
+    it is: never copied, switched to eval mode or otherwise changed). A path that does not exist is a
+    ``ConfigError`` saying so (:func:`mindram.catalog.check_model_path`)."""
     model = default if model is None else model
     if isinstance(model, (str, os.PathLike)):
+        catalog.check_model_path(model)
         return CLIPModel.from_pretrained(model)
     if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
         return model
@@ -43,7 +47,7 @@ def catalog_preprocess(model):
         return {}
     try:
         return dict(catalog.resolve("clip", str(name)).preprocess)
-    except KeyError:
+    except (KeyError, ConfigError):  # a name the catalog does not know, or a path that has gone
         logger.debug("%r is not in the catalog; using OpenAI preprocessing", name)
         return {}
 
@@ -80,12 +84,6 @@ def as_items(inputs):
     if isinstance(inputs, np.ndarray) and inputs.ndim == 4:
         return False, list(inputs)
     return True, [inputs]
-
-
-def check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return int(batch_size)
 
 
 class Pipeline(abc.ABC):

@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import DataError
 from ..models.clip.zero_shot import encode_in_batches, l2_normalize, tokenize_with
 from ..registry import MindFormerModuleType, MindFormerRegister
-from .base import ITEM_ERRORS, Pipeline, as_items, check_batch_size, describe
+from ..utils.validation import check_batch_size
+from .base import ITEM_ERRORS, Pipeline, as_items, describe
 
 
 @MindFormerRegister.register(MindFormerModuleType.PIPELINE, alias="feature_extraction")
@@ -59,7 +60,7 @@ class FeatureExtractionPipeline(Pipeline):
     def _run(self, inputs, kind, batch_size, forward, post):
         single, items = (True, [inputs]) if kind == "text" and isinstance(inputs, str) else as_items(inputs)
         if not items:
-            raise ValueError(f"feature_extraction: empty {kind} list")
+            raise DataError(f"feature_extraction: empty {kind} list; pass at least one {kind}")
         parts = []
         for start in range(0, len(items), batch_size):
             model_inputs = self.preprocess(items[start:start + batch_size], offset=start,

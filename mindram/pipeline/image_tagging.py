@@ -7,15 +7,17 @@
 
 Per image, the tags whose score is strictly above their threshold (the reference's ``generate_tag``
 rule: per-tag thresholds from the model, or ``threshold=`` for all), minus the model's
-``delete_tag_index``, sorted by score (highest first); ``top_k`` keeps the best k.
+``delete_tag_index`` (closed set only), sorted by score (highest first); ``top_k`` keeps the best k.
+Options are checked when they are given (``ConfigError`` naming the value). The caller's model is never
+changed: an open set lives in the pipeline and is passed to the model's forward as ``label_embed``.
 """
 import logging
 import os
 
-import numpy as np
-
+from ..errors import ConfigError
 from ..registry import MindFormerModuleType, MindFormerRegister
-from .base import Pipeline, check_batch_size
+from ..utils.validation import check_batch_size, check_threshold, check_top_k
+from .base import Pipeline
 
 logger = logging.getLogger(__name__)
 DEFAULT_TAGGER = "ram_plus_swin_l_384"
@@ -25,7 +27,7 @@ def load_tagger(model):
     """A RAM/RAM++ model from a name (``ram_*``/``ram_plus_*``), a directory, a checkpoint, or an instance."""
     from ..models.ram import RAM, RAMConfig, RAMPlus
     model = DEFAULT_TAGGER if model is None else model
-    if hasattr(model, "get_tag_scores") and hasattr(model, "select_tags"):
+    if hasattr(model, "get_tag_scores") and hasattr(model, "vocabulary"):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a RAM/RAM++ name, directory or checkpoint path, or a RAM/RAMPlus instance; "
@@ -45,41 +47,54 @@ def load_tagger(model):
 class ImageTaggingPipeline(Pipeline):
     """Image tagging with RAM / RAM++.
 
-    Construction options: ``open_set_tags`` (list of names; switches the model to that vocabulary),
-    ``open_set_descriptions`` (RAM++: ``{tag: [descriptions]}``), ``open_set_threshold`` (default 0.5),
-    ``open_set_clip_model`` (the CLIP that embeds them; default the model's, ``clip_vit_b_16``).
-    Call options (also defaults at construction): ``threshold`` (float for every tag; default the model's
-    per-tag thresholds), ``top_k``. Returns one list per image of ``{'label', 'label_cn', 'score',
-    'class_id'}`` sorted by score; ``None`` for an unreadable image in a list.
+    Construction options: ``open_set_tags`` (a list of distinct names, or one comma-separated string such as
+    ``"go-kart, horse racing"``; the pipeline tags with that vocabulary, the model itself is left unchanged),
+    ``open_set_descriptions`` (RAM++: ``{tag: [descriptions]}`` or a list parallel to the tags),
+    ``open_set_threshold`` (a number in [0, 1], default 0.5), ``open_set_clip_model`` (the CLIP that embeds
+    them; default ``clip_vit_b_16``). Without ``open_set_tags`` the model's current vocabulary is used.
+    Call options (also defaults at construction): ``threshold`` (a number in [0, 1] for every tag; default
+    the per-tag thresholds), ``top_k`` (a positive int). Returns one list per image of ``{'label',
+    'label_cn', 'score', 'class_id'}`` sorted by score; ``None`` for an unreadable image in a list.
     """
 
     task = "image_tagging"
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=1, open_set_tags=None,
-                 open_set_descriptions=None, open_set_threshold=0.5, open_set_clip_model=None, **kwargs):
+                 open_set_descriptions=None, open_set_threshold=None, open_set_clip_model=None, **kwargs):
         del tokenizer  # the tagger embeds open-set texts with its own CLIP text tower
+        self._defaults = self._sanitize_parameters(**kwargs)
+        self.batch_size = check_batch_size(batch_size)
         self.model = load_tagger(model)
         self.image_processor = image_processor if image_processor is not None else self.model.image_processor
-        self.batch_size = check_batch_size(batch_size)
-        if open_set_tags is not None:
-            extra = {"clip_model": open_set_clip_model} if open_set_clip_model is not None else {}
-            self.model.set_open_set_tags(list(open_set_tags), descriptions=open_set_descriptions,
-                                         threshold=open_set_threshold, **extra)
-        self._defaults = self._sanitize_parameters(**kwargs)
+        self.open_set_vocabulary = self._open_set_vocabulary(open_set_tags, open_set_descriptions,
+                                                             open_set_threshold, open_set_clip_model)
+
+    def _open_set_vocabulary(self, tags, descriptions, threshold, clip_model):
+        """The pipeline's own open-set vocabulary (the model is not changed), or None without ``open_set_tags``."""
+        if tags is None:
+            given = [k for k, v in (("open_set_descriptions", descriptions), ("open_set_threshold", threshold),
+                                    ("open_set_clip_model", clip_model)) if v is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} given without open_set_tags; pass open_set_tags=[...] "
+                                  f"to tag with an open set")
+            return None
+        extra = {"clip_model": clip_model} if clip_model is not None else {}
+        return self.model.open_set_vocabulary(tags, descriptions=descriptions,
+                                              threshold=0.5 if threshold is None else threshold, **extra)
+
+    def vocabulary(self):
+        """The vocabulary tagged with: the open set of the construction, else a copy of the model's current one."""
+        return self.open_set_vocabulary if self.open_set_vocabulary is not None else self.model.vocabulary()
 
     def _sanitize_parameters(self, threshold=None, top_k=None, **unknown):
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
                             f"allowed: threshold, top_k (open_set_* only at construction)")
-        if threshold is not None and not isinstance(threshold, (int, float, np.floating)):
-            raise ValueError(f"threshold must be a number, got {threshold!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0):
-            raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
         post = {}
         if threshold is not None:
-            post["threshold"] = float(threshold)
+            post["threshold"] = check_threshold(threshold)
         if top_k is not None:
-            post["top_k"] = int(top_k)
+            post["top_k"] = check_top_k(top_k)
         return {}, {}, post
 
     def preprocess(self, inputs, offset=0, strict=False, **params):
@@ -87,14 +102,14 @@ class ImageTaggingPipeline(Pipeline):
         return {"pixel_values": pixels, "ok": ok}
 
     def _forward(self, model_inputs, **params):
-        pixels = model_inputs["pixel_values"]
-        scores = self.model.get_tag_scores(pixels) if pixels is not None else None
-        return {"scores": scores, "ok": model_inputs["ok"]}
+        pixels, vocabulary = model_inputs["pixel_values"], self.vocabulary()
+        scores = self.model.get_tag_scores(pixels, vocabulary.label_embed) if pixels is not None else None
+        return {"scores": scores, "ok": model_inputs["ok"], "vocabulary": vocabulary}
 
     def postprocess(self, model_outputs, threshold=None, top_k=None):
-        scores, results = model_outputs["scores"], []
-        selected = self.model.select_tags(scores, threshold) if scores is not None else []
-        names, names_cn = self.model.tag_list, self.model.tag_list_chinese
+        scores, vocabulary, results = model_outputs["scores"], model_outputs["vocabulary"], []
+        selected = vocabulary.select(scores, threshold) if scores is not None else []
+        names, names_cn = vocabulary.names, vocabulary.names_chinese
         row = 0
         for ok in model_outputs["ok"]:
             if not ok:

@@ -10,8 +10,10 @@ import logging
 
 import numpy as np
 
-from ..models.clip.zero_shot import build_zero_shot_classifier, encode_in_batches, zero_shot_logits
+from ..errors import ConfigError
+from ..models.clip.zero_shot import build_zero_shot_classifier, check_templates, encode_in_batches, zero_shot_logits
 from ..registry import MindFormerModuleType, MindFormerRegister
+from ..utils.validation import check_top_k
 from .base import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -20,30 +22,28 @@ DEFAULT_TEMPLATE = "a picture of {}"
 
 
 def _labels(value):
+    """Candidate labels as a tuple: a list of strings, or one string split at commas (each part stripped).
+
+    ``ConfigError`` for an empty list, a non-string, a blank label (``"cat, dog,"`` has an empty third label)
+    or a label given twice.
+    """
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"candidate_labels must be a non-empty list of strings, got {value!r}")
+        raise ConfigError(f"candidate_labels must be a non-empty list of strings, got {value!r}")
+    blank = [i for i, v in enumerate(value) if not v.strip()]
+    if blank:
+        raise ConfigError(f"candidate_labels: label {blank[0]} of {list(value)!r} is blank; remove it "
+                          "(a trailing or doubled comma?)")
     if len(set(value)) != len(value):
-        raise ValueError(f"candidate_labels contains duplicates: {value!r}")
+        twice = sorted({v for v in value if value.count(v) > 1})
+        raise ConfigError(f"candidate_labels: {twice} given more than once in {list(value)!r}; list each label once")
     return tuple(value)
 
 
 def _templates(value):
     value = [value] if isinstance(value, str) or callable(value) else value
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(t, str) or callable(t) for t in value):
-        raise ValueError(f"hypothesis_template must be a format string ('a photo of a {{}}.'), a callable, "
-                         f"or a non-empty list of them; got {value!r}")
-    for t in value:
-        if isinstance(t, str) and "{}" not in t:
-            raise ValueError(f"hypothesis_template {t!r} has no '{{}}' placeholder for the label")
-    return tuple(value)
-
-
-def _top_k(value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
-        raise ValueError(f"top_k must be None or a positive int, got {value!r}")
-    return value
+    return tuple(check_templates(value, "hypothesis_template"))
 
 
 @MindFormerRegister.register(MindFormerModuleType.PIPELINE, alias="zero_shot_image_classification")
@@ -52,9 +52,10 @@ class ZeroShotImageClassificationPipeline(Pipeline):
 
     ``pipeline("zero_shot_image_classification", model="clip_vit_b_32", candidate_labels=["dog", "cat"])``
 
-    Options (at construction as defaults, or per call): ``candidate_labels`` (list of str, or one
-    comma-separated str), ``hypothesis_template`` (a format string with ``{}``, a callable, or a list of
-    them, whose prompts are averaged; default ``"a picture of {}"``), ``top_k`` (keep the k best; default all).
+    Options (at construction as defaults, or per call): ``candidate_labels`` (list of distinct non-blank str,
+    or one comma-separated str), ``hypothesis_template`` (a format string with exactly one ``{}``, a callable,
+    or a list of them, whose prompts are averaged; default ``"a picture of {}"``), ``top_k`` (a positive int:
+    keep the k best; default all). A bad option is a one-line ``ConfigError`` naming it.
 
     Call with an image (path, PIL image, HWC numpy array) or a list of them. Returns a list with one entry
     per image: a list of ``{"score": float, "label": str}`` sorted by score, highest first — ``None`` for an
@@ -80,7 +81,7 @@ class ZeroShotImageClassificationPipeline(Pipeline):
         if hypothesis_template is not None:
             forward["templates"] = _templates(hypothesis_template)
         if top_k is not None:
-            post["top_k"] = _top_k(top_k)
+            post["top_k"] = check_top_k(top_k)
         return {}, forward, post
 
     def classifier(self, candidate_labels, templates):
@@ -107,7 +108,7 @@ class ZeroShotImageClassificationPipeline(Pipeline):
 
     def _forward(self, model_inputs, candidate_labels=None, templates=(DEFAULT_TEMPLATE,)):
         if candidate_labels is None:
-            raise ValueError("no candidate_labels: pass candidate_labels=[...] to pipeline() or to the call")
+            raise ConfigError("no candidate_labels: pass candidate_labels=[...] to pipeline() or to the call")
         weights = self.classifier(candidate_labels, templates)
         logits = None
         if model_inputs["pixel_values"] is not None:

@@ -37,6 +37,7 @@ SECTION_KEYS = {
                 "open_set_clip"},
 }
 PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file", "taglist_file", "image_dir")
+RUN_MODES = ("train", "eval", "predict", "finetune")
 
 
 def _check_keys(section, data, allowed):
@@ -45,6 +46,13 @@ def _check_keys(section, data, allowed):
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def check_run_mode(mode, key="run_mode"):
+    """Return ``mode`` if it is one of :data:`RUN_MODES`, else raise ConfigError naming ``key``."""
+    if mode not in RUN_MODES:
+        raise ConfigError(f"{key}: unknown mode {mode!r}; allowed: {', '.join(RUN_MODES)}")
+    return mode
 
 
 def check_call_args(section, cls, kwargs, skip=()):
@@ -61,6 +69,8 @@ def check_call_args(section, cls, kwargs, skip=()):
 def validate_run_config(config):
     """Validate a run config (a MindFormerConfig) completely; return the parsed TrainingArguments."""
     _check_keys("run config", config, TOP_LEVEL_KEYS)
+    if config.get("run_mode") is not None:
+        check_run_mode(config["run_mode"])
     for section, allowed in SECTION_KEYS.items():
         if config.get(section) is not None:
             _check_keys(section, config[section], allowed)
@@ -72,6 +82,7 @@ def validate_run_config(config):
         args = TrainingArguments.from_dict(runner)
     except ConfigError as e:
         raise ConfigError(f"runner_config: {e}") from e
+    check_output_dir(args.output_dir)
     if config.get("model") is not None and config.model.get("model_config") is not None:
         arch = (config.model.get("arch") or {}).get("type", "CLIPModel")
         model_cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
@@ -88,6 +99,16 @@ def validate_run_config(config):
             cls = MindFormerRegister.get_cls(kind, cfg.pop("type", None))
             check_call_args(section, cls, cfg, skip=("params", "learning_rate") if section == "optimizer" else ())
     return args
+
+
+def check_output_dir(output_dir):
+    """ConfigError if ``output_dir`` (or the nearest existing folder above it) is a file, not a directory."""
+    path = Path(str(output_dir))
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"output_dir {output_dir}: {where}, not a directory; choose another output_dir "
+                          f"(--output_dir)")
 
 
 def validate_dataset_section(section, cfg):

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..catalog import CONFIG_ROOT
 from ..config import MindFormerConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownNameError
 from ..models.modeling_utils import PreTrainedModel
 from ..registry import MindFormerModuleType, MindFormerRegister
+from ..utils.validation import check_top_k
 from .run_config import load_run_config
 from .tasks import TASKS
 from .training_args import TrainingArguments
@@ -32,7 +33,7 @@ DEFAULT_CONFIGS = {
 def _task_class(task, config):
     if task is not None:
         if task not in TASKS:
-            raise KeyError(f"unknown task {task!r}; supported: {sorted(TASKS)}")
+            raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(TASKS)}")
         return TASKS[task]
     trainer_type = (config.get("trainer") or {}).get("type")
     if trainer_type is None:
@@ -48,7 +49,7 @@ class Trainer:
             args = {"runner_config": args.to_dict()}
         if args is None and task is not None:
             if task not in DEFAULT_CONFIGS:
-                raise KeyError(f"unknown task {task!r}; supported: {sorted(DEFAULT_CONFIGS)}")
+                raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(DEFAULT_CONFIGS)}")
             args = CONFIG_ROOT / DEFAULT_CONFIGS[task]
         config = load_run_config(args, overrides)
         task_cls = _task_class(task, config)
@@ -112,5 +113,10 @@ class Trainer:
         return self.task.evaluate()
 
     def predict(self, input_data, top_k=None):
-        """Predictions for images (paths, PIL images, arrays, or a list of them)."""
+        """Predictions for images (paths, PIL images, arrays, or a list of them).
+
+        ``top_k``: labels per image, a positive int (None: the config's ``predict.top_k``). In a list, an input
+        that cannot be read gives ``None`` (and a warning naming it) instead of failing the others.
+        """
+        check_top_k(top_k, "predict top_k (labels per image; None: the config's predict.top_k)")
         return self.task.predict(input_data, top_k=top_k)

@@ -27,6 +27,7 @@ class TrainingArguments(BaseConfig):
     num_workers: int = 2
     train_transform: bool = True               # open_clip's RandomResizedCrop(0.9-1.0); False: eval transform
     resume_from_checkpoint: Optional[str] = None   # a checkpoint directory, or "latest" in output_dir
+    overwrite_output_dir: bool = False         # a new run deletes a previous run's outputs instead of refusing
     stop_on_nonfinite: bool = True
 
     def validate(self):

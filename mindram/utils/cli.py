@@ -2,14 +2,16 @@
 
 ``run_cli(main, argv)`` runs ``main(argv)`` with logging that does not collide with tqdm bars, and turns the
 project's own errors (:class:`~mindram.errors.MindramError` and subclasses), YAML, decoding and OS errors into one
-clear line on stderr with exit code 2 — never a traceback, unless ``--debug`` is among the arguments.
+clear line on stderr with exit code 2 (1 for :class:`~mindram.errors.TrainingStopped`: the run itself failed) —
+never a traceback, unless ``--debug`` is among the arguments.
 """
 import logging
 import sys
 
-from ..errors import MindramError
+from ..errors import MindramError, TrainingStopped
 
-EXIT_USAGE = 2
+EXIT_FAILED = 1   # the run itself failed (training stopped on a non-finite loss)
+EXIT_USAGE = 2    # usage, config, data or checkpoint error
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -62,7 +64,7 @@ def run_cli(main, argv=None, prog=None):
         if debug:
             raise
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        return EXIT_FAILED if isinstance(error, TrainingStopped) else EXIT_USAGE
     except KeyboardInterrupt:
         if debug:
             raise

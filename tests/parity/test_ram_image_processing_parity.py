@@ -1,6 +1,6 @@
 """RAMImageProcessor against recognize-anything's inference transform (``ram/transform.py``, spec §7):
 ``convert('RGB')`` → torchvision ``Resize((S, S))`` (PIL bilinear) → ``ToTensor`` → ImageNet ``Normalize``,
-on the shared demo photos in several PIL modes."""
+on the repository's demo photos in several PIL modes."""
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """Unit tests of mindram.data: parsers on tiny fixtures, safe pickles, synthetic data, the mindspore pipeline."""
+import json
 import logging
 import pickle
 
@@ -8,8 +9,8 @@ from PIL import Image
 
 from data_fixtures import (cifar_label_names, make_caption_table, make_cifar100, make_flickr8k, make_karpathy,
                            make_malicious_cifar, write_image)
-from mindram.data import (DATASETS, CaptionTable, Cifar100, CocoKarpathy, Flickr8k, ImageFolder, Record,
-                          ResumableSampler, SyntheticCaptions, TrainTransform, UnsafePickleError,
+from mindram.data import (DATASETS, CaptionTable, Cifar100, CocoKarpathy, Flickr8k, ImageFolder, RAMTaggingJson,
+                          Record, ResumableSampler, SyntheticCaptions, TrainTransform, UnsafePickleError,
                           build_clip_dataset, load_restricted_pickle)
 from mindram.data.transforms import random_resized_crop_params
 from mindram.errors import ConfigError, DataError
@@ -144,7 +145,8 @@ def test_caption_table(tmp_path, sep, suffix):
     src = CaptionTable(table)
     assert src.sep == sep and len(src) == 2
     assert src[0] == Record(str(tmp_path / "imgs" / "x.png"), "a red thing", -1)
-    assert CaptionTable(table, root="/data")[1].image == "/data/imgs/y.png"
+    write_image(tmp_path / "elsewhere" / "imgs" / "y.png", fmt="PNG")
+    assert CaptionTable(table, root=tmp_path / "elsewhere")[1].image == str(tmp_path / "elsewhere/imgs/y.png")
     with pytest.raises(DataError, match="not in the header"):
         CaptionTable(table, caption_key="caption")
     with pytest.raises(DataError, match="not in the header"):  # wrong separator
@@ -271,9 +273,91 @@ def test_bad_images_are_substituted_and_counted(tmp_path, proc, caplog):
 
 
 def test_all_images_bad_is_an_error(tmp_path, proc):
+    for name in ("nope.jpg", "nada.jpg"):
+        (tmp_path / name).write_bytes(b"\xff\xd8\xff not a jpeg")
     src = CaptionTable(make_caption_table(tmp_path, ",", ".csv", [("nope.jpg", "x"), ("nada.jpg", "y")]))
     with pytest.raises(RuntimeError, match="no readable item"):
         batches(build_clip_dataset(src, proc, batch_size=2, context_length=L))
+
+
+def test_eval_pipeline_flags_unreadable_items_in_place(tmp_path, proc, caplog):
+    """substitute_unreadable=False: every item keeps its slot; a bad one is a placeholder with readable=False."""
+    rows = [(f"img{i}.jpg", [f"photo {i}", f"picture {i}"]) for i in range(5)]
+    for i in (0, 2, 4):
+        write_image(tmp_path / f"img{i}.jpg", seed=i)
+    (tmp_path / "img1.jpg").write_bytes(b"\xff\xd8\xff garbage, not a jpeg")  # img3 is missing
+    src = CaptionTable(make_caption_table(tmp_path, ",", ".csv", [(p, c[0]) for p, c in rows]))
+    src._items = [(str(tmp_path / p), list(c), i) for i, (p, c) in enumerate(rows)]  # labelled, 2 captions each
+    src.class_names = [f"class {i}" for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="mindram.data"):
+        ds = build_clip_dataset(src, proc, batch_size=2, shuffle=False, drop_remainder=False, num_workers=2,
+                                context_length=L, return_index=True, substitute_unreadable=False)
+        (epoch,) = batches(ds)
+    assert list(epoch[0]) == ["pixel_values", "input_ids", "label", "num_captions", "index", "readable"]
+    col = {k: np.concatenate([b[k] for b in epoch]) for k in epoch[0]}
+    assert col["index"].tolist() == [0, 1, 2, 3, 4] and col["readable"].tolist() == [True, False, True, False, True]
+    assert col["label"].tolist() == [0, -1, 2, -1, 4] and col["num_captions"].tolist() == [2, 0, 2, 0, 2]
+    assert not col["pixel_values"][[1, 3]].any() and not col["input_ids"][[1, 3]].any()
+    np.testing.assert_array_equal(col["pixel_values"][2], proc.preprocess(str(tmp_path / "img2.jpg")))
+    assert sorted(src.bad_items) == [1, 3] and src.stats.num_substituted == 0
+    assert all("left out of the evaluation" in r.getMessage() for r in caplog.records
+               if "skipping unreadable item" in r.getMessage())
+    # the default (training) pipeline has no readable column
+    assert "readable" not in build_clip_dataset(src, proc, batch_size=2, context_length=L).get_col_names()
+
+
+def one_line_data_error(make, *where):
+    """``make()`` raises a one-line DataError naming every string of ``where``."""
+    with pytest.raises(DataError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and all(str(w) in message for w in where), message
+    return message
+
+
+def test_empty_dataset_dirs_raise_data_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "<class>" in one_line_data_error(lambda: ImageFolder(empty), empty)
+    one_line_data_error(lambda: Flickr8k(empty, "test"), empty / "Flickr8k_Dataset")
+    one_line_data_error(lambda: Cifar100(empty, "test"), empty / "test")
+    one_line_data_error(lambda: CaptionTable(empty), empty, "directory")
+    one_line_data_error(lambda: CocoKarpathy(empty, split="test"), empty, "coco_karpathy_test.json")
+    one_line_data_error(lambda: RAMTaggingJson(empty), empty, "*_ram.json")
+    one_line_data_error(lambda: CocoKarpathy(empty / "missing", split="test"), empty / "missing")
+    (empty / "cat").mkdir()
+    (empty / "cat" / "notes.txt").write_text("not an image")
+    one_line_data_error(lambda: ImageFolder(empty), empty, "['cat']")
+
+
+def test_sources_whose_images_all_do_not_exist_raise(tmp_path):
+    table = make_caption_table(tmp_path, ",", ".csv", [("imgs/a.jpg", "x"), ("imgs/b.jpg", "y")])
+    one_line_data_error(lambda: CaptionTable(table), "none of the 2 image files exists", tmp_path / "imgs/a.jpg")
+    write_image(tmp_path / "imgs" / "b.jpg")
+    assert len(CaptionTable(table)) == 2  # one readable image is enough; the missing one is skipped later
+    paths = make_karpathy(tmp_path / "coco")
+    one_line_data_error(lambda: CocoKarpathy(tmp_path / "elsewhere", paths["test"], "test"),
+                        "none of the 3 image files", tmp_path / "elsewhere")
+    make_flickr8k(tmp_path / "flickr")
+    for image in (tmp_path / "flickr").rglob("*.jpg"):
+        image.unlink()
+    one_line_data_error(lambda: Flickr8k(tmp_path / "flickr", "dev"), "none of the 1 image files")
+
+
+def test_annotation_files_are_found_in_the_root(tmp_path):
+    make_karpathy(tmp_path)
+    assert len(CocoKarpathy(tmp_path, split="test")) == 3  # default coco_karpathy_test.json
+    one_line_data_error(lambda: CocoKarpathy(tmp_path, "nope.json", "test"), "nope.json", tmp_path / "nope.json")
+    (tmp_path / "x_ram.json").write_text(json.dumps([{"image_path": "val2014/img0.jpg", "union_label_id": [1]}]))
+    assert RAMTaggingJson(tmp_path, num_tags=3)[0].image == str(tmp_path / "val2014/img0.jpg")
+    assert len(RAMTaggingJson(tmp_path, "x_ram.json", num_tags=3)) == 1  # relative to root
+
+
+def test_cifar100_empty_split(tmp_path):
+    make_cifar100(tmp_path)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(
+        pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "fine_labels": []}))
+    one_line_data_error(lambda: Cifar100(tmp_path, "test"), tmp_path / "cifar-100-python" / "test", "0 rows")
 
 
 def test_shuffle_is_seeded(proc):

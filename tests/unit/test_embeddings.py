@@ -79,6 +79,30 @@ def test_resume_after_interruption(model, image_dir, tmp_path, monkeypatch):
     np.testing.assert_allclose(vectors, fresh, atol=1e-6)
 
 
+@pytest.mark.parametrize("failure", ["raises_mid_write", "writes_a_wrong_array"])
+def test_failed_shard_write_leaves_no_temporary_and_no_shard(model, tmp_path, monkeypatch, failure):
+    real_save, saves = np.save, []
+
+    def failing_save(file, array, *args, **kwargs):
+        saves.append(1)
+        if len(saves) < 2:  # shard 0 is written normally
+            return real_save(file, array, *args, **kwargs)
+        if failure == "raises_mid_write":
+            file.write(b"\x93NUMPY half a shard")
+            raise OSError(28, "No space left on device")
+        return real_save(file, array[:1], *args, **kwargs)  # silently short: caught by the read-back check
+    monkeypatch.setattr(np, "save", failing_save)
+    out = tmp_path / "out"
+    with pytest.raises(OSError if failure == "raises_mid_write" else DataError):
+        write_embeddings(model, TEXTS[:4], out, kind="text", batch_size=2, shard_size=2, progress=False)
+    assert visible(out) == ["manifest.json", "shard_00000.json", "shard_00000.npy", "shard_00001.json"]
+    assert not list(out.glob(".*")), "no temporary is left behind"
+    monkeypatch.setattr(np, "save", real_save)
+    summary = write_embeddings(model, TEXTS[:4], out, kind="text", batch_size=2, shard_size=2, progress=False)
+    assert summary["shards_skipped"] == 1 and summary["num_vectors"] == 4 and summary["num_errors"] == 0
+    assert (out / "errors.jsonl").read_bytes() == b""  # an empty file is a valid result here
+
+
 def test_different_job_is_refused_unless_overwrite(model, image_dir, tmp_path):
     paths = paths_of(image_dir)
     write_embeddings(model, paths[:2], tmp_path / "out", batch_size=2, progress=False)

@@ -68,12 +68,12 @@ def test_uint16_array_matches_uint8(proc):
     np.testing.assert_allclose(proc(rgb16), proc(rgb8), atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
 def test_high_bit_pil_modes_are_scaled_not_clipped(proc, mode, tmp_path):
     grad = np.tile(np.linspace(0, 65535, 120), (90, 1))
     as_u8 = np.clip(np.rint(grad / 257.0), 0, 255).astype(np.uint8)
     img = Image.fromarray(grad.astype(np.uint16)).convert("I")
-    img = img.convert("F") if mode == "F" else (img if mode == "I" else Image.fromarray(grad.astype(np.uint16)))
+    img = img if mode == "I" else Image.fromarray(grad.astype(np.uint16))
     if mode == "I;16B":
         img = Image.frombytes("I;16B", img.size, grad.astype(">u2").tobytes())
     assert img.mode == mode
@@ -82,6 +82,28 @@ def test_high_bit_pil_modes_are_scaled_not_clipped(proc, mode, tmp_path):
     if mode == "I;16":  # and via a 16-bit PNG file
         img.save(tmp_path / "g16.png")
         np.testing.assert_allclose(proc(tmp_path / "g16.png"), expected, atol=1e-6)
+
+
+def test_float_pil_image_is_scaled_like_a_float_array(proc):
+    f = np.random.default_rng(3).random((40, 50)).astype(np.float32)
+    img = Image.fromarray(f)
+    assert img.mode == "F"
+    out = proc(img)
+    np.testing.assert_array_equal(out, proc(f))
+    np.testing.assert_array_equal(out, proc(np.rint(f.astype(np.float64) * 255).astype(np.uint8)))
+    assert out.std() > 0.5  # not the all-black image of a 1/257 scale
+    with pytest.raises(DataError, match=r"mode 'F'.*\[0, 1\].*got range \[0.0, 65535.0\]"):
+        proc(Image.fromarray(np.linspace(0, 65535, 20, dtype=np.float32).reshape(4, 5)))
+    with pytest.raises(DataError, match="got range"):
+        proc(Image.fromarray(np.full((4, 4), np.nan, np.float32)))
+
+
+@pytest.mark.parametrize("value", [-1, 65536])
+def test_int32_pil_image_out_of_16bit_range_is_refused(proc, value):
+    img = Image.fromarray(np.full((4, 5), value, np.int32))
+    assert img.mode == "I"
+    with pytest.raises(DataError, match=rf"mode 'I'.*\[0, 65535\].*got range \[{value}, {value}\]"):
+        proc(img)
 
 
 def test_float_and_bool_arrays(proc):

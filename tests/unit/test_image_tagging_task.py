@@ -18,6 +18,7 @@ from mindram.models.ram import RAM, RAMPlus
 from mindram.trainer.run_config import SECTION_KEYS, validate_run_config
 from mindram.trainer.tasks.image_tagging import ImageTaggingTrainer, TaggingOptions, swin_layer_id
 from tests.conftest import ROOT
+from tests.unit.test_ram_trust import model_state
 
 DEMO = ROOT / "configs" / "ram" / "run_ram_demo_synthetic.yaml"
 TEACHER = {"projection_dim": 16,
@@ -251,6 +252,18 @@ def test_resume_is_exact(tmp_path, accumulation):
     assert max(float(np.abs(full[k] - half[k]).max()) for k in full) > 1e-4
 
 
+def test_resume_refuses_a_changed_tagging_transform(tmp_path):
+    """The crop scale and flip decide the batches: resuming with other values would not be the same run."""
+    cfg = tiny_run_config(tmp_path / "out", teacher=False, max_steps=1, train_transform=True)
+    cfg.merge_from_dict({"tagging.horizontal_flip": True})
+    Trainer(args=cfg).train()
+    changed = tiny_run_config(tmp_path / "out", teacher=False, max_steps=2, train_transform=True,
+                              resume_from_checkpoint="latest")
+    changed.merge_from_dict({"tagging.horizontal_flip": False})
+    with pytest.raises(ConfigError, match=r"tagging\.horizontal_flip: saved True, now False"):
+        Trainer(args=changed).train()
+
+
 # ----------------------------------------------------------------------------------------------- eval, predict
 def test_evaluate_and_predict(tmp_path):
     make_openimages_folder(tmp_path / "oi")
@@ -280,6 +293,12 @@ def test_evaluate_and_predict(tmp_path):
     clip_dir = CLIPModel(CLIPConfig.from_dict(TEACHER)).save_pretrained(tmp_path / "clip")
     cfg.merge_from_dict({"tagging.open_set": True, "tagging.open_set_clip": str(clip_dir)})
     open_set = Trainer(args=cfg)
+    model = open_set.model
+    model.set_train(True)
+    before = model_state(model)
     metrics = open_set.evaluate()
     assert metrics["num_classes"] == 6 and 0.0 <= metrics["mAP"] <= 1.0
-    assert open_set.model.tag_list[-1] == "zebra" and float(open_set.model.class_threshold[0]) == 0.5
+    assert model_state(model) == before and model.training  # the eval vocabulary is not left on the model
+    assert open_set.predict([image], top_k=1)[0][0]["label"] in SYNTHETIC_TAGS
+    with pytest.raises(ConfigError, match="top_k"):
+        open_set.predict([image], top_k=0)

@@ -1,10 +1,12 @@
-"""C++ GELU / LayerNorm kernels: numerics, graph + PyNative, gradients, fallback and build cache."""
+"""C++ GELU / LayerNorm kernels: numerics, graph + PyNative, gradients, fallback, build cache, CPU only,
+unwritable $MINDRAM_HOME and libraries that fail their self-test."""
 import json
 import logging
 import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mindspore as ms
@@ -21,8 +23,29 @@ REPO = Path(__file__).resolve().parents[2]
 MODES = [pytest.param(ms.PYNATIVE_MODE, id="pynative"), pytest.param(ms.GRAPH_MODE, id="graph")]
 WIDTHS = (32, 512, 768, 1024, 1280, 1664)
 
-needs_kernels = pytest.mark.skipif(build.kernels_disabled() or kernels.kernel_library() is None,
-                                   reason="C++ kernels unavailable (no compiler or disabled)")
+
+
+@pytest.fixture
+def kernel_lib():
+    """Path of the kernel library, built on first use (into the session's $MINDRAM_HOME, never at
+    collection time); skips the test when the kernels are disabled or cannot be built here."""
+    if build.kernels_disabled() or kernels.kernel_library() is None:
+        pytest.skip("C++ kernels unavailable (no compiler or disabled)")
+    return kernels.kernel_library()
+
+
+needs_kernels = pytest.mark.usefixtures("kernel_lib")
+
+
+@pytest.fixture
+def fresh_build(monkeypatch):
+    """The kernel build state of a new process (nothing built or logged); the real one is restored after."""
+    monkeypatch.delenv(build.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(build, "_state", build._new_state())  # pylint: disable=protected-access
+
+
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == build.__name__ and r.levelno == logging.WARNING]
 
 
 @pytest.fixture
@@ -170,7 +193,7 @@ def test_disabled_kernels_fall_back_with_same_numbers(monkeypatch, caplog):
     x = rng.standard_normal((4, 3, 768)).astype(np.float32) * 3
     kernel_ln, kernel_gelu = make_layer_norm(768), GELU()
     monkeypatch.setenv(build.DISABLE_ENV, "1")
-    monkeypatch.setitem(build._state, "warned", False)  # pylint: disable=protected-access
+    monkeypatch.setitem(build._state, "logged", set())  # pylint: disable=protected-access
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=build.__name__):
         fallback_ln, fallback_gelu = make_layer_norm(768), get_activation("gelu")
@@ -187,21 +210,104 @@ def test_disabled_kernels_fall_back_with_same_numbers(monkeypatch, caplog):
     assert sorted(p.name for p in fallback_ln.get_parameters()) == ["bias", "weight"]
 
 
-def test_missing_compiler_falls_back(monkeypatch, tmp_path, caplog):
-    monkeypatch.delenv(build.DISABLE_ENV, raising=False)
+def test_missing_compiler_falls_back(monkeypatch, tmp_path, caplog, fresh_build):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("MINDRAM_HOME", str(tmp_path))
-    saved = dict(build._state)  # pylint: disable=protected-access
-    build.reset()
+    with caplog.at_level(logging.WARNING, logger=build.__name__):
+        assert build.kernel_library() is None
+        assert build.kernel_library() is None
+        assert kernels.gelu_primitive() is None and not GELU().use_kernel
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0]
+
+
+@needs_kernels
+def test_kernels_are_used_only_on_cpu_device_target(monkeypatch, caplog, fresh_build):
+    real_get_context = ms.get_context
+    monkeypatch.setattr(ms, "get_context", lambda key: "GPU" if key == "device_target" else real_get_context(key))
+    with caplog.at_level(logging.INFO, logger=build.__name__):
+        assert kernels.gelu_primitive() is None and kernels.layer_norm_primitive(1e-5) is None
+        assert not GELU().use_kernel and not LayerNorm(8).use_kernel
+    notes = [r.getMessage() for r in caplog.records if r.name == build.__name__]
+    assert len(notes) == 1 and "device_target is 'GPU'" in notes[0] and "CPU-only" in notes[0]
+    monkeypatch.setattr(ms, "get_context", real_get_context)
+    assert ms.get_context("device_target") == "CPU" and GELU().use_kernel and LayerNorm(8).use_kernel
+
+
+def unwritable_home(tmp_path):
+    """A $MINDRAM_HOME that cannot be created or written: a read-only folder, or (when chmod does not stop
+    this user, e.g. root) a path below a regular file."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
     try:
-        with caplog.at_level(logging.WARNING, logger=build.__name__):
-            assert build.kernel_library() is None
-            assert build.kernel_library() is None
-            assert kernels.gelu_primitive() is None and not GELU().use_kernel
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 1 and "no C++ compiler" in warnings[0].getMessage()
-    finally:
-        build._state.update(saved)  # pylint: disable=protected-access
+        (folder / "probe").touch()
+    except OSError:
+        return folder / "home"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return blocker / "home"
+
+
+@needs_kernels
+def test_unwritable_home_builds_in_a_private_temp_dir(monkeypatch, tmp_path, caplog, fresh_build):
+    home = unwritable_home(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("MINDRAM_HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    private = tmp_path / "tmp" / f"mindram-kernels-{os.getuid()}"
+    with caplog.at_level(logging.WARNING, logger=build.__name__):
+        lib = Path(build.kernel_library())
+        assert build.kernel_library() == str(lib) and GELU().use_kernel and LayerNorm(8).use_kernel
+    assert lib.parent.parent == private and lib.name == build.LIB_NAME and lib.is_file()
+    assert (private.stat().st_mode & 0o777) == 0o700 and not home.exists()
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and f"$MINDRAM_HOME {home} is not writable" in warnings[0] and str(private) in warnings[0]
+    build.reset()  # a new process finds the library there
+    assert build.build_info() == {"path": str(lib), "compiled": False}
+
+
+def test_temp_dir_writable_by_others_is_refused(monkeypatch, tmp_path):
+    (tmp_path / f"mindram-kernels-{os.getuid()}").mkdir(mode=0o777)
+    (tmp_path / f"mindram-kernels-{os.getuid()}").chmod(0o777)  # writable by others: could hold a planted library
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError, match="is not a private directory of this user"):
+        build.private_temp_dir()
+
+
+def write_fake_compiler(folder):
+    """A $CXX that reports a version and writes a file that is not a shared library as its output."""
+    cxx = folder / "fake-g++"
+    cxx.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "fake g++ 1.0"; exit 0; fi\n'
+                   'for last; do :; done\nprintf "not a shared library" > "$last"\n')
+    cxx.chmod(0o755)
+    return cxx
+
+
+def test_library_failing_its_self_test_is_deleted_and_not_retried(monkeypatch, tmp_path, caplog, fresh_build):
+    monkeypatch.setenv("CXX", str(write_fake_compiler(tmp_path)))
+    monkeypatch.setenv("MINDRAM_HOME", str(tmp_path / "home"))
+    with caplog.at_level(logging.WARNING, logger=build.__name__):
+        assert build.kernel_library() is None and build.kernel_library() is None
+    folder = tmp_path / "home" / "kernels" / build.cache_key(os.environ["CXX"])
+    assert not (folder / build.LIB_NAME).exists(), "the rejected library is deleted"
+    assert (folder / build.FAILED_NOTE).is_file()
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and "failed its self-test and was deleted" in warnings[0]
+    # a new process: the note makes it fall back at once, without compiling or loading anything
+    build.reset()
+    caplog.clear()
+
+    def must_not_run(*args):
+        raise AssertionError(f"rebuilt or reloaded a rejected library: {args}")
+
+    monkeypatch.setattr(build, "_compile", must_not_run)
+    monkeypatch.setattr(build, "self_test", must_not_run)
+    with caplog.at_level(logging.WARNING, logger=build.__name__):
+        assert build.kernel_library() is None
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and "failed its self-test before" in warnings[0]
+    assert f"delete {folder / build.FAILED_NOTE} to retry" in warnings[0]
 
 
 _PROBE = ("import json; from mindram.layers.kernels import build; "

@@ -12,9 +12,10 @@ from mindspore import Tensor
 import mindram.models.ram as ram
 from mindram import catalog
 from mindram.errors import CheckpointError, UnsafeCheckpointError
+from mindram.models.modeling_utils import checkpoint_names
 from mindram.models.ram import convert
 from mindram.models.swin import SwinTransformer
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES
 from tests.fixtures.ram.loader import expected, fixture_config, inputs, reference_state_dict
 
 TSVS = {"ram_plus_swin_l_384": "ram_plus_swin_l", "ram_swin_l_384": "ram_swin_l",
@@ -23,7 +24,7 @@ TSVS = {"ram_plus_swin_l_384": "ram_plus_swin_l", "ram_swin_l_384": "ram_swin_l"
 
 def tsv_state_dict(name):
     """A zero-memory stand-in of a full reference state dict: every TSV key with its shape and dtype."""
-    rows = (SHARED / "specs" / f"ram_keys_{name}.tsv").read_text().splitlines()
+    rows = (FIXTURES / "ram_keys" / f"ram_keys_{name}.tsv").read_text().splitlines()
     return {key: np.broadcast_to(np.zeros((), dtype), json.loads(shape))
             for key, shape, dtype in (r.split("\t") for r in rows)}
 
@@ -92,11 +93,13 @@ def reference_pth(tmp_path, monkeypatch):
 
 def test_cli_converts_a_reference_checkpoint(reference_pth, tmp_path, capsys):
     out = tmp_path / "converted" / "ram_plus_tiny.safetensors"
-    report = convert.main(["--torch_path", str(reference_pth), "--mindspore_path", str(out),
-                           "--model_type", "ram_plus", "--vit", "swin_l"])
+    code = convert.main(["--torch_path", str(reference_pth), "--mindspore_path", str(out),
+                         "--model_type", "ram_plus", "--vit", "swin_l"])
     buffers = [k for k in reference_state_dict("ram_plus") if k.endswith(("relative_position_index", "attn_mask"))]
-    assert f"dropped: {len(buffers)} buffers (recomputed)" in capsys.readouterr().out
-    assert report["dropped_aliases"] == 0 and out.is_file() and out.with_suffix(".yaml").is_file()
+    stdout = capsys.readouterr().out
+    assert code == 0 and f"dropped: {len(buffers)} buffers (recomputed), 0 tied aliases" in stdout
+    assert out.is_file() and out.with_suffix(".yaml").is_file()
+    assert f"(re-read: {len(checkpoint_names(out))} tensors)" in stdout
     model = ram.RAMPlus.from_pretrained(out)
     logits = model(Tensor(inputs()["pixel_values"])).asnumpy()
     assert np.abs(logits - expected("ram_plus")[0]["logits"]).max() <= 1e-4
@@ -131,8 +134,10 @@ def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RAM_EXPLOIT_MARKER", str(marker))
     path = tmp_path / "evil.pth"
     torch.save({"model": {"label_embed": torch.zeros(2, 2)}, "payload": _Exploit()}, path)
-    with pytest.raises(UnsafeCheckpointError):
-        convert.main(["--torch_path", str(path), "--mindspore_path", str(tmp_path / "out.safetensors")])
+    args = ["--torch_path", str(path), "--mindspore_path", str(tmp_path / "out.safetensors")]
+    assert convert.main(args) == 2
+    with pytest.raises(UnsafeCheckpointError):  # --debug: the exception itself
+        convert.main(args + ["--debug"])
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
 
 
@@ -145,3 +150,33 @@ def test_cli_script_runs():
     assert result.returncode == 0, result.stderr
     for flag in ("--torch_path", "--mindspore_path", "--model_type", "--vit", "--model_name", "--caption_modules"):
         assert flag in result.stdout
+
+
+def run_script(*args):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    return subprocess.run([sys.executable, str(ROOT / "convert_weights" / "convert_ram.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env=dict(os.environ, GLOG_v="3"))
+
+
+@pytest.mark.parametrize("case", ["unknown_architecture", "wrong_suffix", "missing_input"])
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, case):
+    from safetensors.numpy import save_file
+    source = tmp_path / "ram_like.safetensors"  # RAM keys on a Swin that matches no architecture
+    save_file({"label_embed": np.zeros((4, 8), np.float32), "image_proj.weight": np.zeros((8, 8), np.float32),
+               "visual_encoder.patch_embed.proj.weight": np.zeros((8, 3, 4, 4), np.float32)}, str(source))
+    out = tmp_path / "out.safetensors"
+    expected = {"unknown_architecture": f"{source}: Swin weights with embed_dim=8",
+                "wrong_suffix": f"{tmp_path / 'out.yaml'}: a checkpoint file name must end with .ckpt or .safetensors",
+                "missing_input": str(tmp_path / "nope.pth")}[case]
+    if case == "wrong_suffix":
+        out = tmp_path / "out.yaml"
+    if case == "missing_input":
+        source = tmp_path / "nope.pth"
+    result = run_script("--torch_path", source, "--mindspore_path", out)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("convert_ram.py: error: ") and expected in lines[0], lines[0]
+    assert not out.exists() and not result.stdout

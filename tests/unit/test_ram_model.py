@@ -1,5 +1,5 @@
 """RAM / RAM++ structure and configuration: full-size parameter names/shapes against the spec's
-key lists (shared/specs/ram_keys_*.tsv), published parameter counts, configs and registration."""
+key lists (tests/fixtures/ram_keys/ram_keys_*.tsv), published parameter counts, configs and registration."""
 import json
 
 import numpy as np
@@ -13,10 +13,10 @@ from mindram.models.ram.configuration import DATA_DIR
 from mindram.models.ram.convert import expected_shapes, to_torch_state_dict
 from mindram.models.swin import SwinTransformer
 from mindram.registry import MindFormerModuleType, MindFormerRegister
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES
 from tests.fixtures.ram.loader import fixture_config
 
-SPECS = SHARED / "specs"
+SPECS = FIXTURES / "ram_keys"
 BUFFERS = ("relative_position_index", "attn_mask", "position_ids")
 # spec §4/§5: unique parameter counts at 384 px (RAM with its caption modules)
 COUNTS = {"ram_plus_swin_l_384": 329_493_046, "ram_swin_l_384": 469_148_785,

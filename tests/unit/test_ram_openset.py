@@ -91,7 +91,7 @@ def test_ram_open_set_uses_averaged_templates(clip):
         model.set_open_set_tags(TAGS, DESCRIPTIONS, clip_model=clip)
 
 
-def test_embeddings_are_cached_on_disk_by_clip_name_and_texts(clip, monkeypatch):
+def test_embeddings_are_cached_on_disk_by_weights_and_texts(clip, monkeypatch):
     clip.config = clip.config.replace(checkpoint_name_or_path="tiny_clip")
     first = openset.build_label_embed("ram_plus", TAGS, DESCRIPTIONS, clip_model=clip)
     files = list((mindram_home() / "ram" / "openset").glob("tiny_clip-ram_plus-*.npy"))

@@ -1,6 +1,5 @@
 """Swin Transformer: RAM's full-size key layout, tiny-config behaviour, config checks, converter."""
 import json
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -13,8 +12,9 @@ from mindram.models.swin import (SwinConfig, SwinTransformer, config_from_state_
                                  expected_shapes, is_swin_buffer, to_torch_swin_state_dict)
 from mindram.models.swin.modeling import relative_position_index, shifted_window_mask, window_order
 from mindram.utils.graph import run_in_graph_mode
+from tests.conftest import FIXTURES
 
-SPECS = Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+SPECS = FIXTURES / "ram_keys"
 PREFIX = "visual_encoder."
 # 32×32 input, patch 2: grids 16 and 8, window 4 → shifted, masked windows in both stages
 TINY = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4)
@@ -23,8 +23,6 @@ TINY = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=
 def tsv_shapes(name):
     """``{torch name: shape}`` of the ``visual_encoder.*`` rows of a spec key list (buffers included)."""
     path = SPECS / f"ram_keys_{name}.tsv"
-    if not path.is_file():
-        pytest.skip(f"spec key list {path} not available")
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
     return {n: tuple(json.loads(s)) for n, s, _ in rows if n.startswith(PREFIX)}
 

@@ -124,3 +124,78 @@ def test_rejects_file_that_is_not_a_merge_table(tmp_path):
         handle.write("#version\nabc\n")
     with pytest.raises(ValueError, match="merge"):
         BPETokenizer(bad)
+
+
+def reference_bpe(word, ranks):
+    """The reference merge loop (open_clip ``SimpleTokenizer.bpe``), quadratic per word: the oracle."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        best = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, float("inf")))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return tuple(parts)
+
+
+def random_words(seed, count, length, alphabet="abcdefghijklmnopqrstuvwxyz"):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        letters = rng.choice(list(alphabet), size=rng.integers(1, 5), replace=False)
+        yield "".join(rng.choice(letters, size=rng.integers(1, length)))
+
+
+def test_heap_bpe_equals_the_reference_merge_loop():
+    tok = BPETokenizer()
+    words = list(random_words(0, 1500, 60)) + ["a" * 301, "ab" * 150, "aab" * 100, "Ā" * 9, "ĠaĠa"]
+    words += ["".join(tok.byte_encoder[b] for b in w.encode()) for w in ("猫猫猫", "naïve", "😀😀")]
+    for word in words:
+        assert tok.bpe(word) == reference_bpe(word, tok.merge_ranks), word
+
+
+def test_huge_word_is_cut_before_bpe(monkeypatch):
+    tok = BPETokenizer()
+    assert tok.longest_symbol == 32 and tok.word_limit(75) == 4800
+    word = "".join(np.random.default_rng(1).choice(list("abcdefghijklmnopqrstuvwxyz"), size=1_000_000))
+    longest, original = [], BPETokenizer.bpe
+
+    def bpe(self, piece):
+        longest.append(len(piece))
+        assert len(piece) <= 4800, f"bpe() got a {len(piece)}-character word"  # fail fast, not in minutes
+        return original(self, piece)
+    monkeypatch.setattr(BPETokenizer, "bpe", bpe)
+    out = tok([word])
+    assert max(longest) == 4800
+    monkeypatch.undo()
+    assert out[0, 1:76].tolist() == tok.encode(word[:6000])[:75]  # = the uncut BPE's first 75 tokens
+    assert out[0, -1] == EOT
+
+
+def test_only_the_tokens_kept_are_encoded(monkeypatch):
+    tok = BPETokenizer()
+    calls, original = [], BPETokenizer.bpe
+    monkeypatch.setattr(BPETokenizer, "bpe", lambda self, piece: calls.append(piece) or original(self, piece))
+    out = tok("a cat and a dog " * 100_000, context_length=10)
+    assert out[0].tolist() == [SOT, 320, 2368, 537, 320, 1929, 320, 2368, 537, EOT] and len(calls) == 8
+    assert tok.encode("a cat and a dog " * 3, max_tokens=4) == [320, 2368, 537, 320]
+    assert len(tok.encode("a cat and a dog " * 3)) == 15
+
+
+def test_word_limit_keeps_the_first_tokens_of_long_words():
+    """The cut at word_limit(75) leaves the first 75 tokens of the uncut BPE unchanged."""
+    tok = BPETokenizer()
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    words = [w * (6000 // len(w) + 1) for w in ("photograph", "abracadabra", "xyzzy", "aa")]
+    words += ["".join(np.random.default_rng(s).choice(list(letters), size=5000, p=np.linspace(2, 0.1, 26) / 27.3))
+              for s in range(4)]
+    for word in words:
+        full = tok.encode(word)
+        assert tok.encode(word, max_tokens=75) == full[:75] and tok.encode(word, max_tokens=3) == full[:3]
+        assert tok.bpe(word[:4800])[:75] == tuple(tok.decoder[i] for i in full[:75])

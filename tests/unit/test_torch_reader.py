@@ -261,6 +261,17 @@ def test_truncated_checkpoint(tmp_path, fmt):
         load_torch_state_dict(path)
 
 
+def test_zip_with_corrupt_directory_offset(tmp_path):
+    """A zip whose end record points before the file start: was a bare ``OSError: [Errno 22]`` without the file."""
+    data = bytearray(_save({"w": torch.randn(4, 4)}, tmp_path / "full.pt").read_bytes())
+    end = data.rfind(b"PK\x06\x06")  # torch writes ZIP64 end records
+    data[end + 48:end + 56] = (0x7FFFFFF0).to_bytes(8, "little")  # central directory offset
+    path = tmp_path / "bad_offset.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="bad_offset.pt: corrupt or truncated zip archive"):
+        load_torch_state_dict(path)
+
+
 def test_unknown_format_and_no_tensors(tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world, not a checkpoint")

@@ -2,7 +2,8 @@
 
 :func:`kernel_library` compiles/caches the shared library and returns its path, or None when the
 kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``) or cannot be built; the primitive factories
-then return None and the layers fall back to MindSpore's built-in ops.
+then return None, as they do when MindSpore's ``device_target`` is not ``"CPU"``, and the layers fall
+back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
 from .ops import eps_tensor, gelu_primitive, layer_norm_primitive

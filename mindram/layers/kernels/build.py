@@ -6,6 +6,12 @@ the source text, the compiler flags, the compiler's version and the CPU's featur
 temporary name and is renamed into place, so concurrent builds (two processes, two threads) are
 safe: the last rename wins and both results are identical.
 
+When ``$MINDRAM_HOME`` cannot be written (and holds no library for this key), the library is built
+in the private per-user folder ``<tempdir>/mindram-kernels-<uid>/<key>/`` instead (logged once). A
+library that fails its self-test is deleted and a ``SELF_TEST_FAILED`` note with the reason is left
+in its folder, so later processes fall back at once instead of rebuilding and re-rejecting it
+(delete the note to try again).
+
 This module does not use MindSpore; :func:`kernel_library` returns ``None`` (after logging one warning)
 when kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``), no compiler is found, the build fails or
 the built library gives wrong numbers, and callers then use MindSpore's built-in ops.
@@ -17,17 +23,19 @@ import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
-from ...utils.io import mindram_home
+from ...utils.io import atomic_write, mindram_home
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("mindram_kernels.cc")
 LIB_NAME = "libmindram_kernels.so"
+FAILED_NOTE = "SELF_TEST_FAILED"
 # No -ffast-math: its -ffinite-math-only lets GCC drop NaN handling (NaN inputs came out as 0).
 # FMA contraction is allowed: it only removes roundings and made GELU 1.55x faster.
 # No -fopenmp: threads are std::threads started per call (see the .cc), nothing spins afterwards.
@@ -37,7 +45,14 @@ DISABLE_ENV = "MINDRAM_DISABLE_KERNELS"
 BUILD_TIMEOUT_S = 180
 
 _lock = threading.Lock()
-_state = {"done": False, "path": None, "compiled": False, "warned": False}
+
+
+def _new_state():
+    """The per-process build result: nothing built yet, nothing logged yet."""
+    return {"done": False, "path": None, "compiled": False, "logged": set()}
+
+
+_state = _new_state()
 
 
 def kernels_disabled():
@@ -124,20 +139,73 @@ def self_test(path):
         raise RuntimeError(f"LayerNorm self-test failed: {out} vs {ref}")
 
 
+def _writable(folder):
+    """True if ``folder`` exists or can be created, and a file can be created in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=str(folder))
+        os.close(fd)
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
+
+
+def private_temp_dir():
+    """``<tempdir>/mindram-kernels-<uid>``, created with mode 0700; refused unless this user owns it alone."""
+    folder = Path(tempfile.gettempdir()) / f"mindram-kernels-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise RuntimeError(f"{folder} is not a private directory of this user (owner uid {info.st_uid}, mode "
+                           f"{stat.filemode(info.st_mode)}); remove it or set $MINDRAM_HOME to a writable directory")
+    return folder
+
+
+def _cache_folder(key):
+    """Folder of the library for ``key``: under $MINDRAM_HOME, or the private temp folder if that is unwritable."""
+    folder = mindram_home() / "kernels" / key
+    if (folder / LIB_NAME).is_file() or (folder / FAILED_NOTE).is_file() or _writable(folder):
+        return folder
+    fallback = private_temp_dir() / key
+    log_once("temp_dir", logging.WARNING, f"$MINDRAM_HOME {mindram_home()} is not writable; the mindram "
+             f"kernels are built in {fallback} instead (set $MINDRAM_HOME to a writable directory to keep them)")
+    return fallback
+
+
+def _discard(target, error):
+    """Delete a library that failed its self-test and leave a note with the reason beside it."""
+    note = target.with_name(FAILED_NOTE)
+    try:
+        target.unlink()
+        with atomic_write(note) as tmp:
+            Path(tmp).write_text(f"{error}\n", encoding="utf-8")
+    except OSError as e:
+        logger.debug("could not discard %s: %s", target, e)
+
+
 def _build():
     """Return (path, compiled) of a working library; raise with the reason otherwise."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError(f"no C++ compiler found ({os.environ.get('CXX', 'g++')!r} not on PATH)")
-    target = mindram_home() / "kernels" / cache_key(cxx) / LIB_NAME
+    folder = _cache_folder(cache_key(cxx))
+    target, note = folder / LIB_NAME, folder / FAILED_NOTE
     if ":" in str(target):
         raise RuntimeError(f"MindSpore cannot load a kernel from a path with ':' ({target})")
+    if note.is_file():
+        raise RuntimeError(f"the library built for this compiler and CPU failed its self-test before "
+                           f"({' '.join(note.read_text(errors='replace').split())[:300]}); delete {note} to retry")
     compiled = False
     if not target.is_file():
         logger.info("compiling mindram kernels into %s", target)
         _compile(cxx, target)
         compiled = True
-    self_test(target)
+    try:
+        self_test(target)
+    except Exception as e:  # pylint: disable=broad-except
+        _discard(target, e)
+        raise RuntimeError(f"{target} failed its self-test and was deleted ({e})") from e
     return target, compiled
 
 
@@ -168,13 +236,18 @@ def build_info():
 
 
 def warn_once(message):
-    """Log ``message`` as a warning unless a kernel warning was already logged."""
-    if not _state["warned"]:
-        _state["warned"] = True
-        logger.warning(message)
+    """Log ``message`` as a warning unless a fallback warning was already logged."""
+    log_once("fallback", logging.WARNING, message)
+
+
+def log_once(key, level, message):
+    """Log ``message`` at ``level`` the first time this process logs something under ``key``."""
+    if key not in _state["logged"]:
+        _state["logged"].add(key)
+        logger.log(level, message)
 
 
 def reset():
-    """Forget the cached build result and warning (tests)."""
+    """Forget the cached build result and what was logged, as in a new process (tests)."""
     with _lock:
-        _state.update(done=False, path=None, compiled=False, warned=False)
+        _state.update(_new_state())

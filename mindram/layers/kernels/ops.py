@@ -1,19 +1,22 @@
 """MindSpore ``ops.Custom(func_type="aot")`` primitives for the C++ kernels, with built-in bprops.
 
 Each factory returns a new primitive, or ``None`` when the kernels are unavailable (see
-:func:`.build.kernel_library`); callers then use MindSpore's built-in ops. The backward passes are
+:func:`.build.kernel_library`) or MindSpore's ``device_target`` is not ``"CPU"`` when the factory is
+called (the kernels are CPU code; a layer built for another device uses the built-in ops); callers
+then use MindSpore's built-in ops. The backward passes are
 written with built-in ops only, so gradients work in PyNative and graph mode:
 
 * GELU: dL/dx = dout * (Phi(x) + x * phi(x)).
 * LayerNorm: the gradient of the built-in ``ops.LayerNorm`` at the same point (its forward is
   recomputed under ``ops.GradOperation``), so it equals the built-in path's gradient exactly.
 """
+import logging
 import math
 
 import mindspore as ms
 from mindspore import ops
 
-from .build import kernel_library, warn_once
+from .build import kernel_library, log_once, warn_once
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -27,6 +30,16 @@ def _same_shape(*shapes):
 def _same_dtype(*dtypes):
     """Output dtype = first input's dtype."""
     return dtypes[0]
+
+
+def _library():
+    """Path of the kernel library when MindSpore's device_target is CPU, else None (logged once)."""
+    target = ms.get_context("device_target")
+    if target != "CPU":
+        log_once("device_target", logging.INFO, f"device_target is {target!r}: mindram's C++ kernels are CPU-only; "
+                 "using MindSpore's built-in GELU/LayerNorm")
+        return None
+    return kernel_library()
 
 
 def _custom(lib, name, bprop):
@@ -47,8 +60,8 @@ def _gelu_bprop(x, out, dout):  # pylint: disable=unused-argument
 
 
 def gelu_primitive():
-    """Custom op ``y = gelu(x)`` (exact erf, float32 only), or None if kernels are unavailable."""
-    lib = kernel_library()
+    """Custom op ``y = gelu(x)`` (exact erf, float32 only), or None if kernels are unavailable or not on CPU."""
+    lib = _library()
     if lib is None:
         return None
     return _custom(lib, "MindramGelu", _gelu_bprop)
@@ -58,9 +71,9 @@ def layer_norm_primitive(eps):
     """Custom op ``y = layer_norm(x, weight, bias, eps_tensor)`` over the last axis (float32 only).
 
     ``eps`` fixes the epsilon the backward uses; the forward reads it from its fourth input, a
-    float32 tensor of shape (1,). Returns None if the kernels are unavailable.
+    float32 tensor of shape (1,). Returns None if the kernels are unavailable or not on CPU.
     """
-    lib = kernel_library()
+    lib = _library()
     if lib is None:
         return None
     forward = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(eps))

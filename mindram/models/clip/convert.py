@@ -8,7 +8,7 @@ Pure functions on ``{name: np.ndarray}`` (no torch):
 - :func:`config_from_state_dict` finds the architecture file whose shapes match the weights (the
   head count cannot be read from shapes: ViT-H/g/bigG use 80/88/104-wide heads).
 """
-import argparse
+import errno
 import json
 import logging
 import re
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import catalog
-from ...errors import CheckpointError
+from ...errors import CheckpointError, ConfigError
 from .configuration import FAMILY, CLIPConfig
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _count_layers(params, prefix):
     return max(found) + 1 if found else 0
 
 
-def shape_signature(params):
+def shape_signature(params, source="state dict"):
     """The architecture facts that the weights determine, as a dict."""
     try:
         conv = params["visual.conv1.weight"]
@@ -121,7 +121,7 @@ def shape_signature(params):
                      params["text.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
         }
     except KeyError as e:
-        raise CheckpointError(f"not a CLIP ViT checkpoint: key {e} is missing") from e
+        raise CheckpointError(f"{source}: not a CLIP ViT checkpoint, key {e} is missing") from e
 
 
 def config_signature(config):
@@ -146,7 +146,7 @@ def config_from_state_dict(params, hidden_act=None, source="state dict"):
     falls back to OpenAI's rule (64-wide heads) with a warning. ``hidden_act`` cannot be read from
     weights: pass it (``quick_gelu`` for OpenAI files) or get open_clip's default, exact GELU.
     """
-    sig = shape_signature(params)
+    sig = shape_signature(params, source)
     matches = matching_architectures(params)
     if matches:
         config = CLIPConfig.from_yaml(catalog.arch_file(FAMILY, matches[0]))
@@ -196,11 +196,12 @@ def expected_shapes(config):
     return shapes
 
 
-def _read_source(torch_path):
-    """Weights and what the source format says about the activation."""
-    from ...checkpoint import load_torch_state_dict
+def _source_file(torch_path):
+    """``(file to read, activation, format)``: a Hugging Face folder resolves to its weights file; the
+    activation is ``None`` where the format does not say it."""
     path = Path(torch_path)
-    hidden_act, fmt = None, "open_clip"
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "input checkpoint not found", str(path))
     if path.is_dir():
         files = [path / n for n in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
                                     "open_clip_pytorch_model.bin") if (path / n).is_file()]
@@ -209,32 +210,42 @@ def _read_source(torch_path):
                                   f"in the directory")
         config_json = path / "config.json"
         if config_json.is_file() and files[0].name in ("model.safetensors", "pytorch_model.bin"):
-            hf = json.loads(config_json.read_text(encoding="utf-8"))
-            hidden_act = (hf.get("vision_config") or {}).get("hidden_act", "quick_gelu")
-            fmt = "huggingface"
-        path = files[0]
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            if any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist()):
-                hidden_act, fmt = "quick_gelu", "openai-torchscript"
-    return load_torch_state_dict(path), hidden_act, fmt
+            try:
+                hf = json.loads(config_json.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ConfigError(f"{config_json}: not valid JSON ({e})") from e
+            return files[0], (hf.get("vision_config") or {}).get("hidden_act", "quick_gelu"), "huggingface"
+        return files[0], None, "open_clip"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                if any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist()):
+                    return path, "quick_gelu", "openai-torchscript"
+    except zipfile.BadZipFile:
+        pass  # the checkpoint reader reports the corrupt archive
+    return path, None, "open_clip"
 
 
-def convert_file(torch_path, mindspore_path, model_name=None):
-    """Convert a PyTorch CLIP checkpoint to a MindSpore ``.ckpt`` plus a ``<stem>.yaml`` config.
+def convert_file(torch_path, mindspore_path, model_name=None, overwrite=False):
+    """Convert a PyTorch CLIP checkpoint to a MindSpore ``.ckpt``/``.safetensors`` plus a ``<stem>.yaml`` config.
 
     Accepts OpenAI TorchScript ``.pt``, open_clip ``.bin/.pt/.pth/.safetensors`` (``state_dict``
-    wrappers and ``module.`` prefixes included) and Hugging Face CLIP folders. Returns a report
-    dict (architecture, activation, missing/unexpected keys). Writes atomically.
+    wrappers and ``module.`` prefixes included) and Hugging Face CLIP folders. Output paths are checked
+    before the weights are read (:func:`mindram.checkpoint.output.check_outputs`); both files are written
+    atomically and the checkpoint is re-opened and checked; an existing ``<stem>.yaml`` with another config
+    is kept unless ``overwrite``. Returns a report dict (architecture, activation, missing/unexpected keys).
     """
-    from ..modeling_utils import write_checkpoint
-    source, hidden_act, fmt = _read_source(torch_path)
+    from ...checkpoint import load_torch_state_dict
+    from ...checkpoint.output import check_outputs, resolve_model_name, save_converted
+    record = resolve_model_name(FAMILY, model_name) if model_name is not None else None
+    source_file, hidden_act, fmt = _source_file(torch_path)
+    check_outputs(mindspore_path, inputs=[source_file])
+    source = load_torch_state_dict(source_file)
     ignored = sorted(k for k in source if k in IGNORED_KEYS)
     params = convert_state_dict(source)
-    if model_name is not None:
-        record = catalog.resolve(FAMILY, model_name)
+    if record is not None:
         config = CLIPConfig.from_yaml(record.arch_file)
-        if config_signature(config) != shape_signature(params):
+        if config_signature(config) != shape_signature(params, source=torch_path):
             raise CheckpointError(f"{torch_path}: weights do not have the shapes of {model_name!r} "
                                   f"(architecture {record.arch}); architectures that match: "
                                   f"{matching_architectures(params) or 'none'}")
@@ -252,28 +263,33 @@ def convert_file(torch_path, mindspore_path, model_name=None):
         raise CheckpointError(f"{torch_path}: {len(missing)} parameters missing: {missing[:20]}")
     for key in unexpected:
         params.pop(key)
-    mindspore_path = Path(mindspore_path)
-    write_checkpoint(params, mindspore_path)
-    config.save(mindspore_path.with_suffix(".yaml"))
+    checkpoint, config_path = save_converted(params, config, mindspore_path, overwrite=overwrite)
     return {"format": fmt, "architecture": arch, "hidden_act": config.vision_config.hidden_act,
             "parameters": len(params), "missing": missing, "unexpected": unexpected, "ignored": ignored,
-            "mindspore_path": str(mindspore_path), "config_path": str(mindspore_path.with_suffix(".yaml"))}
+            "mindspore_path": str(checkpoint), "config_path": str(config_path)}
+
+
+def _convert(args):
+    report = convert_file(args.torch_path, args.mindspore_path, args.model_name, overwrite=args.overwrite)
+    print(f"converted {args.torch_path} ({report['format']}) -> {report['mindspore_path']} (re-read: "
+          f"{report['parameters']} tensors)\n"
+          f"  architecture {report['architecture']}, activation {report['hidden_act']}\n"
+          f"  missing keys: {report['missing'] or 'none'}\n"
+          f"  unexpected keys (dropped): {report['unexpected'] or 'none'}\n"
+          f"  ignored non-parameter entries: {report['ignored'] or 'none'}\n  config: {report['config_path']}")
 
 
 def main(argv=None):
-    """Command line: ``--torch_path --mindspore_path [--model_name]``."""
-    parser = argparse.ArgumentParser(description="Convert PyTorch CLIP weights to a MindSpore checkpoint")
+    """Command line: ``--torch_path --mindspore_path [--model_name] [--overwrite --verbose --debug]``.
+
+    Returns the exit code: 0, or 2 with one line on stderr (``--debug``: the traceback).
+    """
+    from ...checkpoint.output import converter_parser, run_converter
+    parser = converter_parser("Convert PyTorch CLIP weights to a MindSpore checkpoint")
     parser.add_argument("--torch_path", required=True,
                         help="OpenAI .pt, open_clip .bin/.pt/.pth/.safetensors, or a Hugging Face CLIP folder")
-    parser.add_argument("--mindspore_path", required=True, help="output .ckpt (a <stem>.yaml config is written beside)")
+    parser.add_argument("--mindspore_path", required=True,
+                        help="output .ckpt or .safetensors (a <stem>.yaml config is written beside)")
     parser.add_argument("--model_name", default=None,
                         help="expected model, e.g. clip_vit_b_32 or clip_vit_b_32_quickgelu (default: infer)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    report = convert_file(args.torch_path, args.mindspore_path, args.model_name)
-    print(f"converted {args.torch_path} ({report['format']}) -> {report['mindspore_path']}\n"
-          f"  architecture {report['architecture']}, activation {report['hidden_act']}, "
-          f"{report['parameters']} tensors\n  missing keys: {report['missing'] or 'none'}\n"
-          f"  unexpected keys (dropped): {report['unexpected'] or 'none'}\n"
-          f"  ignored non-parameter entries: {report['ignored'] or 'none'}\n  config: {report['config_path']}")
-    return report
+    return run_converter(_convert, parser, argv)

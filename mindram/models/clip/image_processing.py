@@ -12,8 +12,10 @@ premultiplied by alpha, 'L' stays single-channel, and pads use each mode's own 0
 palette entry 0). We replay the same PIL calls in the same order, so every 8-bit mode matches bit for bit.
 
 Deliberate departures from the reference (each documented on :class:`CLIPImageProcessor`):
-  * 16-bit / 32-bit data ('I;16*', 'I', 'F' images, uint16 arrays): PIL's convert('RGB') clips these to
-    255 (almost all white); we scale value/257 (rounded, clipped to 0..255) to 8-bit first.
+  * 16-bit / 32-bit data: PIL's convert('RGB') clips these to 255 (almost all white). Instead 'I;16*'
+    images and uint16 arrays are 16-bit data scaled by value/257 (rounded) to 8-bit 'L'; 'I' images must
+    hold 0..65535 and are treated the same; 'F' images are float data like float arrays: values in [0, 1]
+    become rint(x * 255). Out-of-range data is a DataError, never clipped silently.
   * ``alpha_background`` (opt-in): composite transparent images onto a colour; the default (None) keeps the
     reference behaviour of dropping alpha (after a premultiplied resize, fully transparent pixels are black).
   * ``apply_exif_orientation`` (opt-in): the reference ignores EXIF orientation; default False matches it.
@@ -36,6 +38,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _RESIZE_MODES = ("shortest", "longest", "squash")
 _HIGH_BIT_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+_UINT16_MAX = 65535
 _ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, str, os.PathLike, or a list/tuple of these"
 _ACCEPTED_SHAPES = "(H, W) or (H, W, C) with C in {1, 2, 3, 4}"
 _DICT_KEYS = ("image_size", "mean", "std", "interpolation", "resize_mode", "fill_color",
@@ -76,6 +79,22 @@ def _array_to_pil(arr: np.ndarray) -> Image.Image:
         raise DataError(f"numpy image has unsupported dtype {arr.dtype}; "
                         "accepted: uint8, uint16, bool, float in [0, 1]")
     return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _high_bit_to_8bit(image: Image.Image) -> Image.Image:
+    """An 'I;16*', 'I' or 'F' image as 8-bit 'L' by the numpy rules: 16-bit data / 257, float data * 255."""
+    arr = np.asarray(image)
+    if image.mode == "I":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > _UINT16_MAX:
+            raise DataError(f"PIL mode 'I' image must hold 16-bit values in [0, {_UINT16_MAX}]; got range [{lo}, {hi}] "
+                            "(rescale it, or pass a float array in [0, 1])")
+    if image.mode != "F":
+        arr = arr.astype(np.uint16)  # 'I;16B' arrives big-endian
+    try:
+        return _array_to_pil(arr)
+    except DataError as e:
+        raise DataError(f"PIL mode {image.mode!r} image: {e}") from None
 
 
 def _open_path(path: Union[str, os.PathLike], apply_exif: bool) -> Image.Image:
@@ -143,7 +162,9 @@ class CLIPImageProcessor:
     ``rint(x * 255)``; bool becomes 0/255; other integer dtypes must lie in [0, 255].
     PIL images of every 8-bit mode follow the reference exactly (resize/crop in the original mode, then
     ``convert('RGB')``). Deliberate difference: 16/32-bit modes ('I;16', 'I;16B', 'I', 'F') are clipped to 255
-    by the reference's ``convert('RGB')``; here they are treated as 0..65535 data and scaled by 1/257 to 'L'.
+    by the reference's ``convert('RGB')``; here they follow the numpy rules: 'I;16*' and 'I' are 16-bit data
+    (0..65535, 'I' outside that range is a DataError) scaled by 1/257 to 'L'; 'F' is float data that must lie
+    in [0, 1] and becomes ``rint(x * 255)``, like a float array.
     """
 
     def __init__(self, image_size: int = 224, mean: Union[float, Sequence[float]] = OPENAI_MEAN,
@@ -208,8 +229,8 @@ class CLIPImageProcessor:
         if image.width == 0 or image.height == 0:
             raise DataError(f"image has empty size {image.size}")
         if image.mode in _HIGH_BIT_MODES:
-            logger.debug("scaling %s-mode image to 8-bit 'L' by 1/257", image.mode)
-            image = Image.fromarray(_to_uint8_16bit(np.asarray(image)))
+            logger.debug("scaling %s-mode image to 8-bit 'L'", image.mode)
+            image = _high_bit_to_8bit(image)
         if self.alpha_background is not None and (
                 any(b in ("A", "a") for b in image.getbands()) or "transparency" in image.info):
             background = Image.new("RGBA", image.size, self.alpha_background + (255,))

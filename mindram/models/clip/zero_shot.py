@@ -16,12 +16,14 @@ the last one, to the next power of two — at most ``log2(batch_size) + 1`` shap
 import functools
 import json
 import logging
+import string
 from pathlib import Path
 from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...errors import ConfigError
 from .tokenizer import CLIPTokenizer, tokenize
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,43 @@ def _render(template, classname):
                     f"got {type(template).__name__}: {template!r}")
 
 
+def _placeholders(template):
+    """The replacement fields of a format string, as written (``'{}'``, ``'{name}'``, ``'{0}'``, ``'{:>9}'``)."""
+    fields = []
+    for _, field, spec, conversion in string.Formatter().parse(template):
+        if field is not None:
+            fields.append("{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+    return fields
+
+
+def check_templates(templates, name="templates", callables=True) -> List[Template]:
+    """``templates`` as a list, each a format string with exactly one bare ``{}`` (where the class name goes;
+    ``{{``/``}}`` are literal braces) or, with ``callables``, a callable ``name -> prompt``.
+
+    ``ConfigError`` naming the template otherwise: no ``{}``, more than one, a named or numbered field
+    (``{name}``, ``{0}``), a format spec, a malformed brace, or an empty list. The one rule used by the
+    zero-shot pipeline, :func:`build_zero_shot_classifier` and the trainer's ``zero_shot.templates``.
+    """
+    kinds = "a format string such as 'a photo of a {}.'" + (" or a callable" if callables else "")
+    if isinstance(templates, (str, bytes)) or not isinstance(templates, Sequence) or len(templates) == 0:
+        raise ConfigError(f"{name} must be a non-empty list of templates ({kinds}), got {templates!r}")
+    for template in templates:
+        if callables and callable(template):
+            continue
+        if not isinstance(template, str):
+            raise ConfigError(f"{name}: {template!r} is a {type(template).__name__}; expected {kinds}")
+        try:
+            fields = _placeholders(template)
+        except ValueError as e:
+            raise ConfigError(f"{name}: template {template!r} is not a valid format string ({e}); "
+                              "write '{{' and '}}' for literal braces") from None
+        if fields != ["{}"]:
+            found = ", ".join(fields) if fields else "none"
+            raise ConfigError(f"{name}: template {template!r} must have exactly one '{{}}' placeholder for the "
+                              f"class name (no names, numbers or format specs), found {found}")
+    return list(templates)
+
+
 def _check_names(name, values):
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list, got {values!r}")
@@ -103,13 +142,14 @@ def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequ
     Args:
         model: a :class:`~mindram.CLIPModel` (anything with ``get_text_features`` and ``context_length``).
         classnames: the C class names.
-        templates: format strings (``"a photo of a {}."``) or callables ``name -> prompt``.
+        templates: format strings with one ``{}`` (``"a photo of a {}."``) or callables ``name -> prompt``
+            (see :func:`check_templates`).
         tokenizer: None (``mindram.tokenize``), a ``CLIPTokenizer`` or a callable returning ids.
         batch_size: prompts per text-tower call.
         progress: show a tqdm bar over classes; None: for 100 classes or more, on a terminal.
     """
     classnames = _check_names("classnames", classnames)
-    templates = _check_names("templates", templates)
+    templates = check_templates(templates)
     num_templates = len(templates)
     per_chunk = max(1, batch_size // num_templates)
     # None: a bar for 100+ classes when writing to a terminal (tqdm's disable=None)

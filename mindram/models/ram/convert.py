@@ -13,7 +13,6 @@
 :func:`to_torch_state_dict` is the inverse (aliases re-emitted; buffers left to the reference model,
 whose loader deletes them anyway).
 """
-import argparse
 import logging
 import re
 from pathlib import Path
@@ -153,20 +152,24 @@ def config_from_state_dict(params, source="state dict", caption_modules=None):
     return config.replace(caption_modules=has_caption if caption_modules is None else caption_modules)
 
 
-def convert_file(torch_path, mindspore_path, model_type=None, vit=None, model_name=None, caption_modules=False):
+def convert_file(torch_path, mindspore_path, model_type=None, vit=None, model_name=None, caption_modules=False,
+                 overwrite=False):
     """Convert a reference ``.pth`` to ``.safetensors``/``.ckpt`` (by suffix) + a ``<stem>.yaml`` config.
 
     The architecture comes from ``model_name`` or ``model_type`` + ``vit`` (both checked against the
-    weights), else from the shapes. Missing or unexpected keys are errors. Returns a report dict.
+    weights), else from the shapes. Missing or unexpected keys are errors. Output paths are checked before
+    the weights are read; both files are written atomically and the checkpoint is re-opened and checked; an
+    existing ``<stem>.yaml`` with another config is kept unless ``overwrite``. Returns a report dict.
     """
     from ...checkpoint import load_torch_state_dict
-    from ..modeling_utils import write_checkpoint
+    from ...checkpoint.output import check_outputs, resolve_model_name, save_converted
     from ..swin import SwinTransformer
+    wanted = resolve_model_name(FAMILY, model_name).arch if model_name else None
+    check_outputs(mindspore_path, inputs=[torch_path])
     source = load_torch_state_dict(torch_path)
     # the keys config_from_state_dict reads have the same names before and after conversion
     inferred = config_from_state_dict(source, source=str(torch_path), caption_modules=caption_modules)
     arch = f"{inferred.model_type}_{inferred.vit}_{inferred.image_size}"
-    wanted = catalog.resolve(FAMILY, model_name).arch if model_name else None
     if model_type or vit:
         wanted = f"{model_type or inferred.model_type}_{vit or inferred.vit}_{inferred.image_size}"
     if wanted is not None and wanted != arch:
@@ -185,17 +188,28 @@ def convert_file(torch_path, mindspore_path, model_type=None, vit=None, model_na
     if mindspore_path.suffix != ".safetensors" and size > CKPT_LIMIT:
         raise CheckpointError(f"{size / 1e9:.2f} GB of weights do not fit a .ckpt (2 GB protobuf limit); "
                               f"write {mindspore_path.with_suffix('.safetensors')} instead")
-    write_checkpoint(params, mindspore_path)
-    inferred.save(mindspore_path.with_suffix(".yaml"))
+    checkpoint, config_path = save_converted(params, inferred, mindspore_path, overwrite=overwrite)
     return {"architecture": arch, "caption_modules": inferred.caption_modules, "parameters": len(params),
             "dropped_buffers": len(report["buffers"]), "dropped_aliases": len(report["aliases"]),
-            "dropped_caption_modules": len(report["caption_modules"]), "mindspore_path": str(mindspore_path),
-            "config_path": str(mindspore_path.with_suffix(".yaml"))}
+            "dropped_caption_modules": len(report["caption_modules"]), "mindspore_path": str(checkpoint),
+            "config_path": str(config_path)}
+
+
+def _convert(args):
+    report = convert_file(args.torch_path, args.mindspore_path, args.model_type, args.vit, args.model_name,
+                          args.caption_modules, overwrite=args.overwrite)
+    print(f"converted {args.torch_path} -> {report['mindspore_path']} (re-read: {report['parameters']} tensors)\n"
+          f"  architecture {report['architecture']}, caption modules "
+          f"{'kept' if report['caption_modules'] else 'dropped'}\n"
+          f"  dropped: {report['dropped_buffers']} buffers (recomputed), {report['dropped_aliases']} tied aliases, "
+          f"{report['dropped_caption_modules']} caption-module tensors\n  config: {report['config_path']}")
 
 
 def main(argv=None):
-    """Command line: ``--torch_path --mindspore_path [--model_type --vit | --model_name] [--caption_modules]``."""
-    parser = argparse.ArgumentParser(description="Convert recognize-anything RAM / RAM++ weights to MindSpore")
+    """Command line: ``--torch_path --mindspore_path [--model_type --vit | --model_name] [--caption_modules]
+    [--overwrite --verbose --debug]``. Returns the exit code: 0, or 2 with one line on stderr."""
+    from ...checkpoint.output import converter_parser, run_converter
+    parser = converter_parser("Convert recognize-anything RAM / RAM++ weights to MindSpore")
     parser.add_argument("--torch_path", required=True, help="ram_plus_swin_large_14m.pth, ram_swin_large_14m.pth ...")
     parser.add_argument("--mindspore_path", required=True,
                         help="output .safetensors or .ckpt (a <stem>.yaml config is written beside)")
@@ -205,12 +219,4 @@ def main(argv=None):
     parser.add_argument("--model_name", default=None, help="expected catalog name, e.g. ram_plus_swin_l_384")
     parser.add_argument("--caption_modules", action="store_true",
                         help="RAM: keep the captioning-only tag_encoder/text_decoder (dropped by default)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    report = convert_file(args.torch_path, args.mindspore_path, args.model_type, args.vit, args.model_name,
-                          args.caption_modules)
-    print(f"converted {args.torch_path} -> {report['mindspore_path']}\n  architecture {report['architecture']}, "
-          f"{report['parameters']} tensors, caption modules {'kept' if report['caption_modules'] else 'dropped'}\n"
-          f"  dropped: {report['dropped_buffers']} buffers (recomputed), {report['dropped_aliases']} tied aliases, "
-          f"{report['dropped_caption_modules']} caption-module tensors\n  config: {report['config_path']}")
-    return report
+    return run_converter(_convert, parser, argv)

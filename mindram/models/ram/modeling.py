@@ -11,6 +11,8 @@ RAM's optional ``tag_encoder``/``text_decoder``), so conversion is nearly the id
 then the 2-layer cross-attention-only BERT attends to all projected image tokens and ``fc`` gives
 one logit per tag. :class:`RAMTaggingHead` is the same head alone, fed with image embeddings.
 """
+import contextlib
+
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
@@ -120,7 +122,6 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
         if config.caption_modules:
             self._build_caption_modules(config)
         self.image_processor = RAMImageProcessor(image_size=config.image_size)
-        self.delete_tag_index = list(config.delete_tag_index)
         self.clear_open_set_tags()
 
     def _build_caption_modules(self, config):
@@ -143,7 +144,7 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
 
     # ---- vocabulary, thresholds, open set ----
     def clear_open_set_tags(self):
-        """Back to the closed-set vocabulary, thresholds and label embeddings of the config."""
+        """Back to the closed-set vocabulary, thresholds, label embeddings and delete_tag_index of the config."""
         config = self.config
         self.tag_list = tags.read_tag_list(config.data_path(config.tag_list))
         self.tag_list_chinese = tags.read_tag_list(config.data_path(config.tag_list_chinese))
@@ -154,52 +155,97 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
         threshold_file = config.threshold_file and config.data_path(config.threshold_file)
         self.class_threshold = tags.read_thresholds(threshold_file, config.num_tags, config.threshold)
         self.open_set_label_embed = None
+        self.delete_tag_index = list(config.delete_tag_index)
 
-    def set_open_set_tags(self, tag_names, descriptions=None, threshold=0.5, tag_names_chinese=None,
-                          clip_model=openset.DEFAULT_CLIP, cache=True):
-        """Replace the vocabulary by ``tag_names`` (spec §9); every tag gets ``threshold`` (reference: 0.5).
+    def vocabulary(self):
+        """A copy of the current vocabulary (:class:`~mindram.models.ram.tags.Vocabulary`)."""
+        return tags.Vocabulary(list(self.tag_list), list(self.tag_list_chinese),
+                               np.array(self.class_threshold, np.float32), self.open_set_label_embed,
+                               tuple(self.delete_tag_index))
 
-        RAM++ encodes ``descriptions`` (``{tag: [strings]}``, a list of lists, or the reference JSON
-        list; default one ``'a photo of a <tag>.'`` each); RAM encodes its 63 prompt templates.
-        ``clip_model`` is a CLIP name (default ``clip_vit_b_16``, OpenAI weights) or a ``CLIPModel``.
-        Chinese names default to the English ones. ``clear_open_set_tags()`` restores the closed set.
+    def use_vocabulary(self, vocabulary):
+        """Install ``vocabulary`` (from :meth:`vocabulary` or :meth:`open_set_vocabulary`) on this model."""
+        self.tag_list, self.tag_list_chinese = list(vocabulary.names), list(vocabulary.names_chinese)
+        self.class_threshold = np.array(vocabulary.thresholds, np.float32)
+        self.open_set_label_embed = vocabulary.label_embed
+        self.delete_tag_index = list(vocabulary.delete_tag_index)
+
+    def open_set_vocabulary(self, tag_names, descriptions=None, threshold=0.5, tag_names_chinese=None,
+                            clip_model=openset.DEFAULT_CLIP, cache=True):
+        """The open-set vocabulary of ``tag_names`` (spec §9), built without changing this model.
+
+        ``tag_names``: a list of distinct non-empty names, or one comma-separated string (``"cat, dog"``).
+        Every tag gets ``threshold`` (reference: 0.5). RAM++ encodes ``descriptions`` (``{tag: [strings]}``,
+        a list of lists parallel to the tags, or the reference JSON list; default one ``'a photo of a <tag>.'``
+        each); RAM encodes its 63 prompt templates. ``clip_model`` is a CLIP name or path (default
+        ``clip_vit_b_16``, OpenAI weights) or a ``CLIPModel``. Chinese names default to the English ones.
+        The closed set's ``delete_tag_index`` does not apply to open-set indices.
         """
-        embed = openset.build_label_embed(self.config.model_type, tag_names, descriptions, clip_model, cache)
-        if embed.shape[-1] != self.config.label_embed_dim:
-            raise ConfigError(f"open-set embeddings are {embed.shape[-1]}-d, the model needs "
-                              f"{self.config.label_embed_dim} (use a CLIP with that projection_dim)")
-        names = list(tag_names)
+        names = tags.parse_tag_names(tag_names)
+        threshold = tags.check_threshold(threshold, "open-set threshold")
         names_cn = list(tag_names_chinese) if tag_names_chinese is not None else names
         if len(names_cn) != len(names):
             raise ConfigError(f"tag_names_chinese has {len(names_cn)} names for {len(names)} tags")
-        self.tag_list, self.tag_list_chinese = names, names_cn
-        self.class_threshold = np.full(len(names), threshold, np.float32)
-        self.open_set_label_embed = Tensor(np.ascontiguousarray(embed, np.float32))
+        embed = openset.build_label_embed(self.config.model_type, names, descriptions, clip_model, cache)
+        if embed.shape[-1] != self.config.label_embed_dim:
+            raise ConfigError(f"open-set embeddings are {embed.shape[-1]}-d, the model needs "
+                              f"{self.config.label_embed_dim} (use a CLIP with that projection_dim)")
+        return tags.Vocabulary(names, names_cn, np.full(len(names), threshold, np.float32),
+                               Tensor(np.ascontiguousarray(embed, np.float32)), ())
+
+    def set_open_set_tags(self, tag_names, descriptions=None, threshold=0.5, tag_names_chinese=None,
+                          clip_model=openset.DEFAULT_CLIP, cache=True):
+        """Replace this model's vocabulary by the open-set one of :meth:`open_set_vocabulary` (same arguments).
+
+        ``clear_open_set_tags()`` restores the closed set; :meth:`open_set_tags` does both around a block.
+        """
+        self.use_vocabulary(self.open_set_vocabulary(tag_names, descriptions, threshold, tag_names_chinese,
+                                                     clip_model, cache))
+
+    @contextlib.contextmanager
+    def open_set_tags(self, tag_names, **kwargs):
+        """``with model.open_set_tags(["go-kart"], ...) as vocabulary:`` — the open set inside the block, the
+        previous vocabulary restored after it (even on an exception). Arguments as :meth:`open_set_vocabulary`."""
+        vocabulary = self.open_set_vocabulary(tag_names, **kwargs)
+        saved = self.vocabulary()
+        self.use_vocabulary(vocabulary)
+        try:
+            yield vocabulary
+        finally:
+            self.use_vocabulary(saved)
 
     # ---- inference ----
-    def get_tag_logits(self, pixel_values):
-        """(N, 3, S, S) images (array/Tensor, or inputs of ``image_processor``) → (N, K) logits as numpy."""
+    def get_tag_logits(self, pixel_values, label_embed=None):
+        """(N, 3, S, S) images (array/Tensor, or inputs of ``image_processor``) → (N, K) logits as numpy.
+
+        ``label_embed``: the tags' embeddings (a vocabulary's ``label_embed``); default the current vocabulary's.
+        """
         if not isinstance(pixel_values, (np.ndarray, Tensor)):
             pixel_values = self.image_processor(pixel_values)
         pixels = pixel_values.astype(ms.float32) if isinstance(pixel_values, Tensor) else \
             Tensor(np.asarray(pixel_values, np.float32))
-        args = (pixels,) if self.open_set_label_embed is None else (pixels, self.open_set_label_embed)
+        label_embed = self.open_set_label_embed if label_embed is None else label_embed
+        args = (pixels,) if label_embed is None else (pixels, label_embed)
         return run_in_graph_mode(self, *args).asnumpy()
 
-    def get_tag_scores(self, pixel_values):
-        """(N, K) sigmoid tag scores (float32 numpy) of the current vocabulary."""
-        return ops.sigmoid(Tensor(self.get_tag_logits(pixel_values))).asnumpy()
+    def get_tag_scores(self, pixel_values, label_embed=None):
+        """(N, K) sigmoid tag scores (float32 numpy) of the current vocabulary (or of ``label_embed``)."""
+        return ops.sigmoid(Tensor(self.get_tag_logits(pixel_values, label_embed))).asnumpy()
 
     def select_tags(self, scores, threshold=None):
-        """Per image: ascending tag indices with score > threshold (per-tag default), minus delete_tag_index."""
-        thresholds = tags.resolve_thresholds(threshold, self.class_threshold, len(self.tag_list))
-        return tags.select_tags(scores, thresholds, self.delete_tag_index)
+        """Per image: ascending tag indices with score > threshold (per-tag default), minus delete_tag_index.
+
+        ``threshold``: None, a number in [0, 1], or one value in [0, 1] per tag.
+        """
+        return self.vocabulary().select(scores, threshold)
 
     def generate_tag(self, pixel_values, threshold=None):
         """(English, Chinese) lists of ' | '-joined tags per image, in tag-index order (reference rule '>')."""
-        selected = self.select_tags(self.get_tag_scores(pixel_values), threshold)
-        return ([tags.join_tags(self.tag_list, idx) for idx in selected],
-                [tags.join_tags(self.tag_list_chinese, idx) for idx in selected])
+        vocabulary = self.vocabulary()
+        thresholds = tags.resolve_thresholds(threshold, vocabulary.thresholds, len(vocabulary.names))  # checked first
+        selected = tags.select_tags(self.get_tag_scores(pixel_values), thresholds, vocabulary.delete_tag_index)
+        return ([tags.join_tags(vocabulary.names, idx) for idx in selected],
+                [tags.join_tags(vocabulary.names_chinese, idx) for idx in selected])
 
     @classmethod
     def config_from_state_dict(cls, params, source="state dict"):

@@ -7,21 +7,29 @@
 - RAM (``ram``): 63 prompt templates per tag (recognize-anything ``openset_utils.py``), each
   embedding L2-normalised, averaged, normalised again → (K, 512).
 
-Embeddings are cached under ``$MINDRAM_HOME/ram/openset/`` keyed by the CLIP model name and the
-sha256 of the texts (written atomically). The reference encodes with fp16 CLIP on GPUs and fp32 on
-CPU; this is the fp32 path.
+Embeddings are cached in ``$MINDRAM_HOME/ram/openset/`` (always there, whatever the CLIP name or path)
+under ``<label>-<model type>-<key>.npy``: the label is the CLIP name's last component made file-name safe
+(for people reading the folder), the key a sha256 over the text tower's parameters (names, shapes, bytes:
+the weights actually used, so replaced weights at the same path or an in-memory model get their own entry),
+the context length, the model type and every text. Files are written atomically; an unreadable or
+mismatching cache file is rebuilt with a warning; a cache that cannot be written only costs a warning.
+The reference encodes with fp16 CLIP on GPUs and fp32 on CPU; this is the fp32 path.
 """
 import hashlib
 import json
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 
 from ...errors import DataError
 from ...utils.io import atomic_write, mindram_home
+from .tags import parse_tag_names
 
 logger = logging.getLogger(__name__)
 DEFAULT_CLIP = "clip_vit_b_16"
+CACHE_VERSION = 2  # part of every cache key: bump when the embedding recipe changes
 
 # recognize-anything ram/utils/openset_utils.py `multiple_templates` (Apache-2.0, Copyright (c) 2022 OPPO)
 TEMPLATES = [
@@ -60,6 +68,9 @@ def description_texts(tags, descriptions):
         return [[f"a photo of a {tag.lower()}."] for tag in tags]
     if isinstance(descriptions, list) and descriptions and isinstance(descriptions[0], dict):
         descriptions = {k: v for item in descriptions for k, v in item.items()}  # [{tag: [...]}, ...]
+    if not isinstance(descriptions, (dict, list, tuple)):
+        raise DataError(f"descriptions: expected {{tag: [strings]}} or a list parallel to the tags, "
+                        f"got {type(descriptions).__name__}")
     if isinstance(descriptions, dict):
         missing = [t for t in tags if t not in descriptions]
         if missing:
@@ -67,9 +78,12 @@ def description_texts(tags, descriptions):
         descriptions = [descriptions[t] for t in tags]
     if len(descriptions) != len(tags):
         raise DataError(f"descriptions: {len(descriptions)} lists for {len(tags)} tags")
-    texts = [[d] if isinstance(d, str) else list(d) for d in descriptions]
+    texts = [list(d) if isinstance(d, (list, tuple)) else [d] for d in descriptions]
+    bad = [s for t in texts for s in t if not isinstance(s, str)]
+    if bad:
+        raise DataError(f"descriptions: every description must be a string, got {bad[:3]!r}")
     counts = sorted({len(t) for t in texts})
-    if len(counts) != 1 or counts[0] == 0 or not all(isinstance(s, str) for t in texts for s in t):
+    if len(counts) != 1 or counts[0] == 0:
         raise DataError(f"descriptions: every tag needs the same number (>= 1) of strings, got counts {counts}")
     return texts
 
@@ -87,36 +101,96 @@ def encode_texts(clip_model, texts, batch_size=256):
 
 
 def _load_clip(clip_model):
-    """A CLIPModel instance as given, or a name loaded with ``CLIPModel.from_pretrained``."""
+    """A CLIPModel instance as given, or a name/path loaded with ``CLIPModel.from_pretrained``."""
     from ..clip import CLIPModel
-    return CLIPModel.from_pretrained(clip_model) if isinstance(clip_model, str) else clip_model
+    return CLIPModel.from_pretrained(clip_model) if isinstance(clip_model, (str, Path)) else clip_model
+
+
+def open_set_texts(model_type, tags, descriptions=None):
+    """Per tag, the strings to encode: RAM++ descriptions, or RAM's 63 prompts."""
+    if model_type == "ram_plus":
+        return description_texts(tags, descriptions)
+    if descriptions is not None:
+        raise DataError("RAM builds open-set embeddings from prompt templates; descriptions are for RAM++")
+    return [template_prompts(t) for t in tags]
+
+
+def weights_digest(cell):
+    """sha256 over the names, dtypes, shapes and bytes of ``cell``'s parameters, in name order."""
+    digest = hashlib.sha256()
+    for param in sorted(cell.get_parameters(), key=lambda p: p.name):
+        value = np.ascontiguousarray(param.asnumpy())
+        digest.update(f"{param.name}|{value.dtype.str}|{value.shape}|".encode("utf-8"))
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def cache_dir():
+    return mindram_home() / "ram" / "openset"
+
+
+def cache_label(name):
+    """A file-name-safe label of a CLIP name or path: its last component, other characters replaced by '_'."""
+    label = re.sub(r"[^A-Za-z0-9_.+-]+", "_", Path(str(name)).name if name else "").strip("._")[:64]
+    return label or "clip"
+
+
+def cache_path(clip, name, model_type, texts):
+    """The cache file of ``texts`` encoded by ``clip`` (module docstring); always inside :func:`cache_dir`."""
+    key = json.dumps([CACHE_VERSION, model_type, weights_digest(getattr(clip, "text", clip)),
+                      getattr(clip, "context_length", None), texts], ensure_ascii=False)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return cache_dir() / f"{cache_label(name)}-{model_type}-{digest}.npy"
+
+
+def _read_cache(path, leading_shape):
+    """The cached float32 array of shape ``leading_shape + (E,)``, or None (missing; unusable, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        embed = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        problem = f"is unreadable ({type(e).__name__}: {e})"
+    else:
+        if embed.dtype == np.float32 and embed.shape[:-1] == leading_shape and \
+                embed.ndim == len(leading_shape) + 1 and np.isfinite(embed).all():
+            logger.info("open-set embeddings from cache %s", path)
+            return embed
+        problem = f"holds {embed.dtype} {embed.shape}, expected finite float32 {leading_shape + ('E',)}"
+    logger.warning("open-set cache %s %s; rebuilding it", path, problem)
+    return None
+
+
+def _write_cache(path, embed):
+    try:
+        with atomic_write(path) as tmp:
+            np.save(tmp, embed)
+    except OSError as e:
+        logger.warning("open-set cache %s not written (%s: %s); the embeddings are used uncached", path,
+                       type(e).__name__, e)
 
 
 def build_label_embed(model_type, tags, descriptions=None, clip_model=DEFAULT_CLIP, cache=True):
-    """Open-set label embeddings: (K, D, 512) for ``ram_plus``, (K, 512) for ``ram``."""
-    tags = list(tags)
-    if not tags or not all(isinstance(t, str) and t for t in tags):
-        raise DataError(f"open-set tags must be a non-empty list of non-empty strings, got {tags[:10]!r}")
-    if model_type == "ram_plus":
-        texts = description_texts(tags, descriptions)
-    else:
-        if descriptions is not None:
-            raise DataError("RAM builds open-set embeddings from prompt templates; descriptions are for RAM++")
-        texts = [template_prompts(t) for t in tags]
-    clip_name = clip_model if isinstance(clip_model, str) else getattr(clip_model.config, "checkpoint_name_or_path",
-                                                                       None)
-    path = None
-    if cache and clip_name:
-        digest = hashlib.sha256(json.dumps([model_type, texts], ensure_ascii=False).encode("utf-8")).hexdigest()
-        path = mindram_home() / "ram" / "openset" / f"{clip_name}-{model_type}-{digest}.npy"
-        if path.is_file():
-            logger.info("open-set embeddings from cache %s", path)
-            return np.load(path, allow_pickle=False)
+    """Open-set label embeddings: (K, D, 512) for ``ram_plus``, (K, 512) for ``ram``.
+
+    ``tags``: distinct non-empty names, or one comma-separated string. ``clip_model``: a CLIP name or path,
+    or a ``CLIPModel``. With ``cache`` the embeddings are read from / written to the cache (module docstring).
+    """
+    tags = parse_tag_names(tags, "open-set tags")
+    texts = open_set_texts(model_type, tags, descriptions)
     model = _load_clip(clip_model)
+    path = None
+    if cache:
+        name = clip_model if isinstance(clip_model, (str, Path)) else \
+            getattr(getattr(model, "config", None), "checkpoint_name_or_path", None)
+        path = cache_path(model, name, model_type, texts)
+        leading = (len(tags), len(texts[0])) if model_type == "ram_plus" else (len(tags),)
+        embed = _read_cache(path, leading)
+        if embed is not None:
+            return embed
     per_tag = len(texts[0])
     flat = encode_texts(model, [s for t in texts for s in t]).reshape(len(tags), per_tag, -1)
     embed = flat if model_type == "ram_plus" else _normalize(flat.mean(axis=1))
     if path is not None:
-        with atomic_write(path) as tmp:
-            np.save(tmp, embed)
+        _write_cache(path, embed)
     return embed

@@ -77,7 +77,10 @@ def config_from_state_dict(params, prefix="visual_encoder.", source="state dict"
     for key, value in params.items():
         match = pattern.match(key)
         if match:
-            tables[int(match.group(1)), int(match.group(2))] = tuple(np.shape(value))
+            shape = tuple(np.shape(value))
+            if len(shape) != 2:
+                raise CheckpointError(f"{source}: {key} has shape {shape}, expected (rows, heads)")
+            tables[int(match.group(1)), int(match.group(2))] = shape
     stages = sorted({i for i, _ in tables})
     depths = [sum(1 for i2, _ in tables if i2 == i) for i in stages]
     heads = [tables[i, 0][1] if (i, 0) in tables else None for i in stages]

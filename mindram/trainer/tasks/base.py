@@ -16,13 +16,16 @@ from tqdm.auto import tqdm
 
 from ... import catalog
 from ...data import build_clip_dataset, steps_per_epoch
-from ...errors import ConfigError, MindramError, TrainingStopped  # noqa: F401 (re-exported)
+from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
 from ...losses import CLIPWithLoss
 from ...models.clip import CLIPImageProcessor, tokenize
+from ...models.modeling_utils import read_checkpoint
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
-from ..checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..checkpointing import (TRAIN_LOG, check_resume_settings, list_checkpoints, load_checkpoint, new_run_id,
+                             read_trainer_state, refuse_previous_run, remove_previous_run,
+                             remove_stale_temporaries, resolve_checkpoint, rewind_run, save_checkpoint)
 from ..optim import build_lr_schedule, build_optimizer, current_lr
 from ..run_config import build_source, validate_run_config
 from ..train_step import AccumulateStep, ApplyStep, TrainStep
@@ -69,9 +72,18 @@ class BaseTask:
             return cls.from_pretrained(load)
         model = cls(cls.config_class.from_dict(model_cfg["model_config"].to_dict()))
         if load:
-            model.load_weights(self._checkpoint_file(cls, load))
+            self._load_initial_weights(model, self._checkpoint_file(cls, load))
             logger.info("initialised %s from %s", arch, load)
         return model
+
+    @staticmethod
+    def _load_initial_weights(model, file):
+        """Load ``file`` into ``model``; of a training checkpoint (``train_state.ckpt``) only the model's own
+        parameters (it also holds the optimizer's moments and step), still requiring all of them."""
+        if Path(file).name != "train_state.ckpt":
+            return model.load_weights(file)
+        own = {p.name for p in model.get_parameters()}
+        return model.load_weights({k: v for k, v in read_checkpoint(file).items() if k in own})
 
     @classmethod
     def model_class(cls, name_or_path):
@@ -119,16 +131,24 @@ class BaseTask:
         return build_source(cfg["data_loader"].to_dict())
 
     def dataset(self, section, batch_size, shuffle, start_epoch=0, start_step=0, train_transform=False,
-                drop_remainder=True, return_index=False):
+                drop_remainder=True, return_index=False, substitute_unreadable=True):
+        """The batched pipeline over ``section``'s source (:func:`~mindram.data.build_clip_dataset`): training
+        substitutes an unreadable image by the next readable one; evaluation passes
+        ``substitute_unreadable=False`` and drops the rows flagged ``readable=False``."""
         cfg = self.config.get(section) or {}
         return build_clip_dataset(self.source(section), self.image_processor(), tokenize, batch_size=batch_size,
                                   shuffle=cfg.get("shuffle", shuffle), num_workers=cfg.get("num_workers",
                                                                                              self.args.num_workers),
                                   drop_remainder=drop_remainder, seed=self.args.seed,
                                   context_length=self.context_length, train_transform=train_transform,
-                                  start_epoch=start_epoch, start_step=start_step, return_index=return_index)
+                                  start_epoch=start_epoch, start_step=start_step, return_index=return_index,
+                                  substitute_unreadable=substitute_unreadable)
 
     def save_metrics(self, name, metrics):
+        """Write ``<name>_metrics.json`` into ``output_dir`` atomically (a reader sees the old or the new file).
+
+        Evaluation may run in a training run's output_dir and replaces its ``eval_metrics.json``; only a new
+        *training* run refuses a directory holding a previous run (see :meth:`_start_run`)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.output_dir / f"{name}_metrics.json", metrics)
         logger.info("%s metrics: %s", name, json.dumps(metrics, default=float))
@@ -168,7 +188,7 @@ class BaseTask:
         if getattr(self.model, "logit_scale", None) is not None:
             record["logit_scale"] = float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])
         state["history"].append(record)
-        with open(self.output_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+        with open(self.output_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         logger.info("step %(step)d epoch %(epoch)d loss %(loss).4f lr %(lr).3e %(samples_per_s).1f samples/s", record)
@@ -184,19 +204,79 @@ class BaseTask:
             raise TrainingStopped(message)
         logger.warning(message)
 
+    def resume_settings(self, num_samples, total_updates):
+        """Settings stored in every checkpoint and compared on resume (see ``check_resume_settings``).
+
+        ``fixed``: what decides the data order and the batches (batch size, accumulation, seed, augmentation,
+        shuffling, training-set size); a resume that changes one is refused (:class:`ConfigError` naming key,
+        saved and new value) since the saved position in the data would mean other samples. ``adjustable``:
+        what only changes the updates from the resumed step on (the resolved ``lr_schedule``, optimizer
+        hyper-parameters, clipping, logit-scale clamp, loss scale); a resume that changes one goes on with a
+        warning naming it, and is then not the same as an uninterrupted run. Changing ``max_steps``/``epochs``
+        (train longer or stop earlier) is silent unless ``lr_schedule.total_steps`` is unset and so derived
+        from them: then it is the warned change ``lr_schedule.total_steps``. Tasks with more such settings
+        extend both mappings.
+        """
+        def runner(*keys):
+            return {key: getattr(self.args, key) for key in keys}
+
+        schedule = dict(self.config.get("lr_schedule") or {})
+        schedule.setdefault("total_steps", total_updates)
+        data = {"num_samples": num_samples, "shuffle": (self.config.get("train_dataset") or {}).get("shuffle", True)}
+        return {"fixed": {"runner_config": runner("batch_size", "gradient_accumulation_steps", "seed",
+                                                  "train_transform"),
+                          "train_dataset": data},
+                "adjustable": {"runner_config": runner("max_grad_norm", "logit_scale_max", "loss_scale"),
+                               "lr_schedule": schedule, "optimizer": dict(self.config.get("optimizer") or {})}}
+
+    def _start_run(self, resume, settings):
+        """Claim ``output_dir`` for this run before anything is built; return the run id.
+
+        A new run refuses an output_dir holding a previous run (:class:`OutputExistsError`) unless
+        ``overwrite_output_dir``, which deletes that run first. A resumed run checks its settings, keeps the
+        checkpoint's run id and, when the checkpoint is in ``output_dir``, drops the log records the interrupted
+        run wrote after it; resuming before the run's latest checkpoint is refused unless
+        ``overwrite_output_dir`` (which deletes the later ones). Temporaries of a killed save are removed.
+        """
+        saved = read_trainer_state(resume) if resume is not None else None
+        if saved is not None:
+            check_resume_settings(resume, saved.get("settings"), settings)
+        own_dir = resume is not None and resume.resolve().parent == self.output_dir.resolve()
+        if own_dir:
+            pass  # the resumed run's own directory: rewound below
+        elif self.args.overwrite_output_dir:
+            remove_previous_run(self.output_dir)
+        else:
+            refuse_previous_run(self.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.output_dir)
+        run_id = new_run_id() if saved is None else saved.get("run_id")  # None: a checkpoint without run ids
+        if own_dir:
+            rewind_run(self.output_dir, {"global_step": saved["global_step"], "run_id": run_id},
+                       discard_later=self.args.overwrite_output_dir)
+        logger.info("%s training run %s in %s", "resuming" if saved else "new", run_id, self.output_dir)
+        return run_id
+
     def train(self):
-        """Train for ``runner_config.epochs`` (or ``max_steps`` optimizer updates); resumable exactly."""
+        """Train for ``runner_config.epochs`` (or ``max_steps`` optimizer updates); resumable exactly.
+
+        Writes ``checkpoint-<update>/``, ``train_log.jsonl``, ``final/`` and ``train_metrics.json`` into
+        ``output_dir``, which this run owns (see :meth:`_start_run`); the summary carries the ``run_id``.
+        """
         args = self.args
-        steps_epoch = steps_per_epoch(len(self.source("train_dataset")), args.batch_size, True)
+        num_samples = len(self.source("train_dataset"))
+        steps_epoch = steps_per_epoch(num_samples, args.batch_size, True)
         total_updates = args.max_steps or max(1, steps_epoch // args.gradient_accumulation_steps) * args.epochs
+        resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
+        settings = self.resume_settings(num_samples, total_updates)
+        run_id = self._start_run(resume, settings)
         optimizer, step_cell, apply_cell = self._build_training(total_updates)
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "history": []}
-        resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
         if resume is not None:
             state = load_checkpoint(resume, step_cell)
-            logger.info("resumed from %s at epoch %d, step %d (update %d)", resume, state["epoch"],
-                        state["step_in_epoch"], state["global_step"])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+            logger.info("resumed from %s at epoch %d, step %d (update %d of %d)", resume, state["epoch"],
+                        state["step_in_epoch"], state["global_step"], total_updates)
+        state.update(run_id=run_id, settings=settings)
 
         def save():
             save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config)
@@ -233,12 +313,12 @@ class BaseTask:
                         save()
         finally:
             progress.close()
-        saved = list_checkpoints(self.output_dir)
+        saved = list_checkpoints(self.output_dir, run_id)
         if not saved or saved[-1].name != f"checkpoint-{state['global_step']}":
             save()
         self.model.set_train(False)
         self.model.save_pretrained(self.output_dir / "final")
-        summary = {"global_step": state["global_step"], "epochs_completed": state["epoch"],
+        summary = {"run_id": run_id, "global_step": state["global_step"], "epochs_completed": state["epoch"],
                    "final_loss": state["history"][-1]["loss"] if state["history"] else None,
                    "history": state["history"]}
         self.save_metrics("train", summary)

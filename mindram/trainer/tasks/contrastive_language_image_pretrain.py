@@ -2,7 +2,7 @@
 image↔text retrieval recall@1/5/10 on a held-out split (and zero-shot accuracy when it has class labels)."""
 from ...registry import MindFormerModuleType, MindFormerRegister
 from .base import BaseTask
-from .clip_eval import dataset_features, retrieval_metrics, zero_shot_metrics
+from .clip_eval import dataset_features, retrieval_metrics, skipped_metrics, zero_shot_metrics
 from .zero_shot_image_classification import zero_shot_predict
 
 
@@ -11,12 +11,14 @@ class ContrastiveLanguageImagePretrainTrainer(BaseTask):
     name = "contrastive_language_image_pretrain"
 
     def evaluate(self):
-        """Retrieval recall@K (image→text, text→image); zero-shot top-1/5 when the eval set has labels."""
+        """Retrieval recall@K (image→text, text→image); zero-shot top-1/5 when the eval set has labels.
+        Unreadable images are left out, with their captions and labels (``num_skipped``, ``skipped``)."""
         source = self.source("eval_dataset")
-        features = dataset_features(self, self.args.eval_batch_size or self.args.batch_size)
+        features = dataset_features(self, source, self.args.eval_batch_size or self.args.batch_size)
         metrics = retrieval_metrics(features)
         if features["label"] is not None:
             metrics.update(zero_shot_metrics(self, features, source))
+        metrics.update(skipped_metrics(features))
         self.save_metrics("eval", metrics)
         return metrics
 

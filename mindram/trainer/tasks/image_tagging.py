@@ -26,10 +26,11 @@ Weight decay follows the framework's AdamWeightDecay rule (none on norms, biases
 reference decays everything.
 
 Evaluation (spec §13): scores = sigmoid of the tag logits of the dataset's tags (closed set: the model's
-label embeddings of those tags, by name; ``tagging.open_set`` builds open-set embeddings instead), a tag
-predicted when score >= threshold (``tagging.threshold``, else ``tagging.threshold_file`` with one value per
-dataset tag, else the model's per-tag thresholds); mAP, CP, CR, CF1 in ``eval_metrics.json``. Unreadable
-images are left out and counted (``num_skipped``).
+label embeddings of those tags, by name; ``tagging.open_set`` builds open-set embeddings instead, beside the
+model, which keeps its vocabulary and train/eval mode), a tag predicted when score >= threshold
+(``tagging.threshold``, else ``tagging.threshold_file`` with one value per dataset tag, else the model's
+per-tag thresholds); mAP, CP, CR, CF1 in ``eval_metrics.json``. Unreadable images are left out and counted
+(``num_skipped``).
 """
 import dataclasses
 import json
@@ -50,6 +51,7 @@ from ...models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, tokenize
 from ...models.configuration_utils import BaseConfig
 from ...models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus
 from ...models.ram.tags import read_thresholds
+from ...utils.validation import check_threshold
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ..optim import AdamWeightDecay, build_optimizer, current_lr, exclude_from_weight_decay
@@ -111,8 +113,8 @@ class TaggingOptions(BaseConfig):
         if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0):
             raise ConfigError(f"train_scale: expected [lo, hi] with 0 < lo <= hi <= 1, got {scale!r}")
         self.train_scale = [float(s) for s in scale]
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold: expected a value in [0, 1] or null, got {self.threshold!r}")
+        if self.threshold is not None:
+            check_threshold(self.threshold, "threshold")
 
 
 def parse_tagging_options(section):
@@ -238,6 +240,16 @@ class ImageTaggingTrainer(BaseTask):
     @classmethod
     def model_class(cls, name_or_path):
         return RAMPlus if _model_type(name_or_path) == "ram_plus" else RAM
+
+    def resume_settings(self, num_samples, total_updates):
+        """The base task's settings plus the tagging train transform (crop scale, flip), which changes the
+        batches (refused on resume), and the loss terms, which change the updates (warned)."""
+        settings = super().resume_settings(num_samples, total_updates)
+        settings["fixed"]["tagging"] = {"train_scale": list(self.tagging.train_scale),
+                                        "horizontal_flip": bool(self.tagging.horizontal_flip)}
+        settings["adjustable"]["tagging"] = {key: getattr(self.tagging, key) for key in (
+            "distillation", "alignment", "tag_loss", "alignment_loss", "layer_decay")}
+        return settings
 
     # ---- model, teacher, processors, data ----
     def build_model(self):
@@ -377,45 +389,70 @@ class ImageTaggingTrainer(BaseTask):
 
     # ---- evaluation and prediction ----
     def _eval_vocabulary(self, source):
-        """(label embeddings of the dataset's tags, their thresholds) — closed set by name, or open set."""
+        """(label embeddings of the dataset's tags, their thresholds) — closed set by name, or open set.
+
+        The model is not changed: an open set is built beside it (``RAMBase.open_set_vocabulary``)."""
         model, names = self.model, getattr(source, "tag_names", None)
+        vocabulary = model.vocabulary()
         if names is None:  # the source indexes the model's vocabulary directly (RAM json)
-            if source.num_tags != len(model.tag_list):
-                raise ConfigError(f"eval_dataset has {source.num_tags} tags, the model {len(model.tag_list)}")
+            if source.num_tags != len(vocabulary.names):
+                raise ConfigError(f"eval_dataset has {source.num_tags} tags, the model {len(vocabulary.names)}")
             index = np.arange(source.num_tags)
         else:
             positions = {}
-            for i, name in enumerate(model.tag_list):
+            for i, name in enumerate(vocabulary.names):
                 positions.setdefault(name, i)
             missing = [n for n in names if n not in positions]
             if missing and not self.tagging.open_set:
                 raise ConfigError(f"{len(missing)} tag(s) of the eval set are not in the model's vocabulary "
                                   f"(e.g. {missing[:5]}); set tagging.open_set: true to evaluate them open-set")
             if missing:
-                descriptions = self.tagging.open_set_descriptions
-                if descriptions:
-                    descriptions = json.loads(Path(descriptions).read_text(encoding="utf-8"))
-                clip = self.tagging.open_set_clip  # a catalog name (embeddings cached by name) or a CLIP directory
-                clip = CLIPModel.from_pretrained(clip) if Path(clip).expanduser().exists() else clip
-                model.set_open_set_tags(list(names), descriptions=descriptions, clip_model=clip)
+                vocabulary = model.open_set_vocabulary(list(names), descriptions=self._open_set_descriptions(),
+                                                       clip_model=self._open_set_clip())
                 index = np.arange(len(names))
             else:
                 index = np.asarray([positions[n] for n in names])
-        embed = model.open_set_label_embed if model.open_set_label_embed is not None else model.default_label_embed()
+        embed = vocabulary.label_embed if vocabulary.label_embed is not None else model.default_label_embed()
         embed = Tensor(np.ascontiguousarray(embed.asnumpy()[index]), ms.float32)
         if self.tagging.threshold is not None:
-            thresholds = np.full(len(index), self.tagging.threshold, np.float32)
+            threshold = check_threshold(self.tagging.threshold, "tagging.threshold")
+            thresholds = np.full(len(index), threshold, np.float32)
         elif self.tagging.threshold_file:
             thresholds = read_thresholds(self.tagging.threshold_file, len(index), 0.5)
         else:
-            thresholds = np.asarray(model.class_threshold, np.float32)[index]
+            thresholds = vocabulary.thresholds[index]
         return embed, thresholds
 
+    def _open_set_descriptions(self):
+        """``tagging.open_set_descriptions`` read (a json file), or None."""
+        path = self.tagging.open_set_descriptions
+        if not path:
+            return None
+        try:
+            return json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"tagging.open_set_descriptions: cannot read {path} as json "
+                              f"({type(e).__name__}: {e})") from e
+
+    def _open_set_clip(self):
+        """``tagging.open_set_clip``: a catalog name, or a CLIP directory/checkpoint (loaded here)."""
+        clip = self.tagging.open_set_clip
+        return CLIPModel.from_pretrained(clip) if Path(clip).expanduser().exists() else clip
+
     def evaluate(self):
-        """mAP / CP / CR / CF1 on ``eval_dataset`` (module docstring), written to ``eval_metrics.json``."""
+        """mAP / CP / CR / CF1 on ``eval_dataset`` (module docstring), written to ``eval_metrics.json``.
+
+        The model's vocabulary and train/eval mode are the same after as before."""
         source = self.source("eval_dataset")
         model = self.model
+        training = model.training
         model.set_train(False)
+        try:
+            return self._evaluate(source, model)
+        finally:
+            model.set_train(training)
+
+    def _evaluate(self, source, model):
         embed, thresholds = self._eval_vocabulary(source)
         data = self.dataset("eval_dataset", self.args.eval_batch_size or self.args.batch_size, shuffle=False,
                             drop_remainder=False, return_index=True)
@@ -440,5 +477,6 @@ class ImageTaggingTrainer(BaseTask):
         'class_id'}, ...], ...]`` sorted by score (threshold: ``tagging.threshold`` or the per-tag ones)."""
         from ...pipeline import pipeline
         tagger = pipeline("image_tagging", model=self.model, image_processor=self.image_processor())
-        top_k = top_k or (self.config.get("predict") or {}).get("top_k")
+        if top_k is None:
+            top_k = (self.config.get("predict") or {}).get("top_k")
         return tagger(input_data, threshold=self.tagging.threshold, top_k=top_k)

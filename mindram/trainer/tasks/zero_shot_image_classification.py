@@ -2,11 +2,14 @@
 from ...errors import ConfigError
 from ...registry import MindFormerModuleType, MindFormerRegister
 from .base import BaseTask
-from .clip_eval import class_names_for, dataset_features, resolve_templates, zero_shot_metrics
+from .clip_eval import (class_names_for, dataset_features, resolve_templates, skipped_metrics,
+                        zero_shot_metrics)
 
 
 def zero_shot_predict(task, input_data, top_k=None):
-    """Rank candidate labels for each input image; MindFormers' output shape."""
+    """Rank candidate labels for each input image; MindFormers' output shape. In a list, an image that cannot
+    be read gets ``None`` (and a warning naming its index and path), never another image's result; a single
+    unreadable input raises."""
     from ...pipeline import pipeline
     predict_cfg = task.config.get("predict") or {}
     labels = predict_cfg.get("candidate_labels")
@@ -30,9 +33,13 @@ class ZeroShotImageClassificationTrainer(BaseTask):
                           "'contrastive_language_image_pretrain' and evaluate here")
 
     def evaluate(self):
+        """Zero-shot top-1/top-5 on the readable images of ``eval_dataset`` (unreadable ones are left out and
+        reported: ``num_skipped``, ``skipped``)."""
         source = self.source("eval_dataset")
-        features = dataset_features(self, self.args.eval_batch_size or self.args.batch_size, with_text=False)
+        features = dataset_features(self, source, self.args.eval_batch_size or self.args.batch_size,
+                                    with_text=False)
         metrics = zero_shot_metrics(self, features, source)
+        metrics.update(skipped_metrics(features))
         self.save_metrics("eval", metrics)
         return metrics
 

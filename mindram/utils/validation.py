@@ -1,0 +1,46 @@
+"""Checks of user-supplied values, written once and used wherever a value enters (models, pipelines, Trainer).
+
+Each returns the value in its canonical type or raises :class:`~mindram.errors.ConfigError` (a ``ValueError``)
+with one line naming the argument, the value and what was expected.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def _is_int(value):
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
+
+
+def check_positive_int(value, name, allow_none=False):
+    """``value`` as an int >= 1 (``None`` passes through when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < 1:
+        expected = "None or a positive int" if allow_none else "a positive int"
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    return int(value)
+
+
+def check_top_k(value, name="top_k"):
+    """``top_k``: ``None`` (keep every result) or a positive int."""
+    return check_positive_int(value, name, allow_none=True)
+
+
+def check_batch_size(value, name="batch_size"):
+    """A batch size: a positive int."""
+    return check_positive_int(value, name)
+
+
+def check_threshold(value, name="threshold"):
+    """``value`` as a float after checking that it is a number in [0, 1] (not NaN, not a bool)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}: expected a number in [0, 1], got {value!r} ({type(value).__name__})")
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
