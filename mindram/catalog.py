@@ -19,8 +19,6 @@ from .errors import CheckpointError, ConfigError, UnknownNameError
 from .utils.io import mindram_home
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PATH_SUFFIXES = (".ckpt", ".safetensors", ".yaml", ".yml")
 
 

@@ -13,22 +13,18 @@ from .errors import ConfigError, UnknownNameError  # noqa: F401 (UnknownNameErro
 
 
 class MindFormerModuleType(str, Enum):
-    """Kinds of buildable modules (MindFormers' names)."""
+    """Kinds of buildable modules (MindFormers' names); mindram registers classes under each of them."""
 
     MODELS = "models"
     CONFIG = "config"
     TOKENIZER = "tokenizer"
     PROCESSOR = "processor"
     DATASET = "dataset"
-    DATASET_LOADER = "dataset_loader"
-    TRANSFORMS = "transforms"
     TRAINER = "trainer"
     PIPELINE = "pipeline"
     OPTIMIZER = "optimizer"
     LR = "lr"
-    CALLBACK = "callback"
     METRIC = "metric"
-    LOSS = "loss"
 
 
 class MindFormerRegister:
@@ -54,11 +50,8 @@ class MindFormerRegister:
         return cls.register(module_type, alias)(obj)
 
     @classmethod
-    def is_exist(cls, module_type, name):
-        return name in cls.registry.get(MindFormerModuleType(module_type), {})
-
-    @classmethod
     def names(cls, module_type):
+        """Sorted names registered under ``module_type``."""
         return sorted(cls.registry.get(MindFormerModuleType(module_type), {}))
 
     @classmethod

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mindram.embeddings import recall_at_k, write_embeddings  # noqa: E402
 from mindram.errors import DataError  # noqa: E402
-from mindram.pipeline.base import load_model  # noqa: E402
+from mindram.pipeline import FeatureExtractionPipeline  # noqa: E402
 from mindram.utils.cli import add_debug_flag, configure_logging, run_cli  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -108,7 +108,7 @@ def main(argv=None):
     paths, image_ids = list_images(args.images) if args.images else ([], [])
     pairs = read_captions(args.captions) if args.captions else None
     lines = [c for _, c in pairs] if pairs else (read_texts(args.texts) if args.texts else [])
-    model = load_model(args.model)
+    model = FeatureExtractionPipeline.load_model(args.model)
     out = Path(args.out)
     common = dict(batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
                   overwrite=args.overwrite)

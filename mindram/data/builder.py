@@ -1,6 +1,6 @@
 """``build_clip_dataset``: a ``mindspore.dataset`` pipeline of (pixel_values, input_ids[, label]) batches.
 
-Pipeline::
+Pipeline (assembled by :mod:`mindram.data.assembly`, shared with the tagging builder)::
 
     GeneratorDataset(codes, sampler=ResumableSampler)       # order: seeded per-epoch permutation
       .map(ClipSampleLoader, num_parallel_workers=W)        # decode + preprocess/augment + tokenise
@@ -33,7 +33,6 @@ pipeline epoch is the rest of epoch ``e`` (``steps_per_epoch - k`` batches), lat
 ``e + 1, e + 2, ...``. ``start_step`` may exceed an epoch (a global step): it is folded into ``start_epoch``.
 """
 import logging
-import os
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
@@ -43,19 +42,14 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..models.clip.image_processing import CLIPImageProcessor
 from ..models.clip.tokenizer import tokenize
+from ..utils.validation import check_int
+from .assembly import PipelinePlan, assemble_pipeline, plan_pipeline
 from .base import DataStats, PicklableLock, Record
-from .sampler import ResumableSampler, plan_resumable_epochs, steps_per_epoch
 from .transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_clip_dataset", "ClipSampleLoader", "output_columns"]
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _describe(image) -> str:
@@ -65,16 +59,9 @@ def _describe(image) -> str:
 
 def output_columns(has_labels: bool, multi_caption: bool, return_index: bool = False, readable: bool = False):
     """Column names produced by :func:`build_clip_dataset` for a source of this kind, in order."""
-    cols = ["pixel_values", "input_ids"]
-    if has_labels:
-        cols.append("label")
-    if multi_caption:
-        cols.append("num_captions")
-    if return_index:
-        cols.append("index")
-    if readable:
-        cols.append("readable")
-    return cols
+    wanted = {"pixel_values": True, "input_ids": True, "label": has_labels, "num_captions": multi_caption,
+              "index": return_index, "readable": readable}
+    return [name for name, keep in wanted.items() if keep]
 
 
 class ClipSampleLoader(PicklableLock):
@@ -86,22 +73,21 @@ class ClipSampleLoader(PicklableLock):
     """
 
     def __init__(self, source, transform: Callable, tokenizer_fn: Callable, context_length: int,
-                 num_captions: int, sampler: ResumableSampler, seed: int, return_index: bool,
-                 first_epoch: int, first_epoch_items: int, substitute: bool = True):
+                 num_captions: int, plan: PipelinePlan, return_index: bool, substitute: bool = True):
         self.source = source
         self.transform = transform
         self.tokenizer_fn = tokenizer_fn
         self.context_length = context_length
         self.num_captions = num_captions
         self.with_label = bool(getattr(source, "has_labels", False))
-        self.sampler = sampler
-        self.seed = seed
+        self.sampler = plan.sampler
+        self.seed = plan.seed
         self.return_index = return_index
         self.substitute = bool(substitute)
         self._bad_outcome = "it is replaced by the next valid item" if self.substitute else \
             "its row is flagged readable=False and left out of the evaluation"
         self.stats: DataStats = source.stats if isinstance(getattr(source, "stats", None), DataStats) else DataStats()
-        self._first_epoch, self._first_epoch_items = first_epoch, first_epoch_items
+        self._first_epoch, self._first_epoch_items = plan.start_epoch, plan.first_epoch_items
         self._lock = threading.Lock()
         self._served: Dict[int, int] = {}
         self._substituted: Dict[int, int] = {}
@@ -198,19 +184,6 @@ class ClipSampleLoader(PicklableLock):
         return tuple(row)
 
 
-class _Codes:
-    """Random-access generator source that passes the sampler's codes through (loading happens in ``map``)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, code) -> tuple:
-        return (np.asarray(code, np.int64),)
-
-
 def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn: Callable = tokenize,
                        batch_size: int = 32, shuffle: bool = True, num_workers: int = 2,
                        drop_remainder: bool = True, seed: int = 0, context_length: int = 77, *,
@@ -253,35 +226,17 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
         raise ConfigError(f"source must be a random-access record source, got {type(source).__name__}")
     if not hasattr(image_processor, "preprocess"):
         raise ConfigError(f"image_processor must be a CLIPImageProcessor, got {type(image_processor).__name__}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_workers = _check_int("num_workers", num_workers, 1)
-    if num_workers > (os.cpu_count() or 1):  # mindspore.dataset rejects more workers than CPUs
-        logger.info("num_workers=%d reduced to the %d available CPU(s)", num_workers, os.cpu_count() or 1)
-        num_workers = os.cpu_count() or 1
-    seed = _check_int("seed", seed, 0)
-    context_length = _check_int("context_length", context_length, 1)
-    start_epoch = _check_int("start_epoch", start_epoch, 0)
-    start_step = _check_int("start_step", start_step, 0)
-    n = len(source)
-    sampler, start_epoch, start_step, first_items = plan_resumable_epochs(
-        source, batch_size, shuffle, seed, drop_remainder, start_epoch, start_step)
-    steps = steps_per_epoch(n, batch_size, drop_remainder)
+    plan = plan_pipeline(source, batch_size, shuffle, num_workers, drop_remainder, seed, start_epoch, start_step)
+    context_length = check_int(context_length, "context_length", 1)
     if num_captions is None:
         num_captions = source.max_captions() if hasattr(source, "max_captions") else 0
-    num_captions = _check_int("num_captions", num_captions, 0)
+    num_captions = check_int(num_captions, "num_captions", 0)
 
     transform = TrainTransform(image_processor, scale=train_scale) if train_transform \
         else EvalTransform(image_processor)
-    loader = ClipSampleLoader(source, transform, tokenizer_fn, context_length, num_captions, sampler, seed,
-                              return_index, start_epoch, first_items, substitute=substitute_unreadable)
+    loader = ClipSampleLoader(source, transform, tokenizer_fn, context_length, num_captions, plan, return_index,
+                              substitute=substitute_unreadable)
     columns = output_columns(loader.with_label, num_captions > 0, return_index, not loader.substitute)
-    dataset = msds.GeneratorDataset(_Codes(n), column_names=["code"], sampler=sampler, num_parallel_workers=1,
-                                    python_multiprocessing=False)
-    dataset = dataset.map(operations=loader, input_columns=["code"], output_columns=columns,
-                          num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if start_step:
-        dataset.set_init_step(start_step)
-    logger.info("CLIP dataset over %s: %d records, %d steps/epoch of %d, starting at epoch %d step %d, %d "
-                "worker(s)", type(source).__name__, n, steps, batch_size, start_epoch, start_step, num_workers)
+    dataset = assemble_pipeline(loader, columns, plan, python_multiprocessing)
+    logger.info("CLIP dataset over %s: %s", type(source).__name__, plan.describe())
     return dataset

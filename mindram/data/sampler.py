@@ -3,7 +3,7 @@
 Every epoch has the same length (MindSpore fixes a generator's length once), its order is a pure function of
 ``(seed, epoch)``, and the sampler yields *codes* ``epoch * num_items + index`` so that the pipeline workers
 know the epoch of each sample (per-sample augmentation is seeded from (seed, epoch, index)). Mid-epoch resume
-is done by MindSpore's ``Dataset.set_init_step`` on top of this sampler (see ``build_clip_dataset``).
+is done by MindSpore's ``Dataset.set_init_step`` on top of this sampler (``mindram/data/assembly.py``).
 """
 from typing import Tuple
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ResumableSampler", "plan_resumable_epochs", "steps_per_epoch"]
+__all__ = ["ResumableSampler", "steps_per_epoch"]
 
 
 def steps_per_epoch(num_items: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -71,28 +71,3 @@ class ResumableSampler:
 
     def __len__(self) -> int:
         return self.samples_per_epoch
-
-
-def plan_resumable_epochs(source, batch_size, shuffle, seed, drop_remainder, start_epoch, start_step):
-    """The sampler and resume point shared by the dataset builders.
-
-    Returns ``(sampler, start_epoch, start_step, first_items)``: ``start_step`` beyond one epoch is folded
-    into ``start_epoch``; ``first_items`` is the number of samples the first (partial) epoch loads — with
-    MindSpore's fast recovery (its default) the skipped samples are never loaded.
-    """
-    import mindspore.dataset as msds
-
-    from ..errors import DataError
-    n = len(source)
-    if n == 0:
-        raise DataError(f"{type(source).__name__} has no records")
-    steps = steps_per_epoch(n, batch_size, drop_remainder)
-    if steps == 0:
-        raise DataError(f"{type(source).__name__} has {n} records, fewer than batch_size={batch_size} "
-                        "(drop_remainder=True would yield no batch)")
-    start_epoch, start_step = start_epoch + start_step // steps, start_step % steps
-    sampler = ResumableSampler(n, batch_size, shuffle, seed, drop_remainder, start_epoch)
-    skipped = min(start_step * batch_size, sampler.samples_per_epoch)
-    first_items = sampler.samples_per_epoch - skipped if msds.config.get_fast_recovery() else \
-        sampler.samples_per_epoch
-    return sampler, start_epoch, start_step, first_items

@@ -3,16 +3,16 @@
 Sources (``len(src)``, ``src[i] -> Record(image, caption, label)`` with ``label`` the ascending int32 array of
 the record's positive tag indices; every source has ``num_tags`` and, when known, ``tag_names``):
 
-* :class:`RAMTaggingJson` — recognize-anything's training json (spec §12.1);
+* :class:`RAMTaggingJson` — recognize-anything's training json (docs/ram.md#training);
 * :class:`TaggingAnnotations` — its evaluation sets (OpenImages ``test/<id>,name,name``; ImageNet-multi /
   HICO ``file,i j k``), parsed by :func:`mindram.metrics.read_annotations`;
 * :class:`SyntheticTags` — the :class:`~mindram.data.SyntheticCaptions` images with 19 tags (colour, shape,
   size, position; English + Chinese names): 4 positive tags per image, deterministic, no download.
 
-Pipeline: :func:`build_tagging_dataset` — the machinery of :func:`~mindram.data.build_clip_dataset` (same
-:class:`ResumableSampler`, the same bad-image substitution and counters via :class:`ClipSampleLoader`, the same
-``set_init_step`` resume) with multi-label columns: ``pixel_values`` float32 (N, 3, S, S), ``labels`` float32
-(N, T) multi-hot, optionally ``teacher_pixel_values`` (the CLIP teacher's view at its own size, an independent
+Pipeline: :func:`build_tagging_dataset` — the machinery of :func:`~mindram.data.build_clip_dataset` (the same
+plan and assembly of :mod:`mindram.data.assembly`: seeded :class:`ResumableSampler`, ``set_init_step`` resume;
+the same bad-image substitution and counters via :class:`ClipSampleLoader`) with multi-label columns:
+``pixel_values`` float32 (N, 3, S, S), ``labels`` float32 (N, T) multi-hot, optionally ``teacher_pixel_values`` (the CLIP teacher's view at its own size, an independent
 augmentation draw as in the reference finetuning), ``input_ids`` (one caption per image, drawn per sample and
 epoch, CLIP-tokenised for RAM++'s alignment loss) and ``index``.
 """
@@ -27,10 +27,12 @@ import mindspore.dataset as msds
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..metrics.multilabel import read_annotations, read_taglist
+from ..metrics.multilabel import read_annotations
+from ..utils.tag_lists import read_tag_list
 from .base import IMAGE_EXTENSIONS, Record, RecordSource, find_annotation_file
-from .builder import ClipSampleLoader, _Codes, _check_int
-from .sampler import plan_resumable_epochs, steps_per_epoch
+from ..utils.validation import check_int
+from .assembly import assemble_pipeline, plan_pipeline
+from .builder import ClipSampleLoader
 from .synthetic import _SPLIT_IDS, COLOURS, POSITIONS, SHAPES, SIZES, SyntheticCaptions
 from .transforms import EvalTransform, TrainTransform
 
@@ -99,7 +101,7 @@ class RAMTaggingJson(_TaggingSource):
                  num_tags: int = 4585, max_words: int = 30):
         super().__init__()
         self.root = Path(root)
-        self.num_tags = _check_int("num_tags", num_tags, 1)
+        self.num_tags = check_int(num_tags, "num_tags", 1)
         path = find_annotation_file(self.root, annotation_file, ("*_ram.json", "*.json"), "RAM training json")
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
@@ -171,7 +173,7 @@ class TaggingAnnotations(_TaggingSource):
         self.image_dir = Path(image_dir) if image_dir else \
             (self.root / "imgs" if (self.root / "imgs").is_dir() else self.root)
         try:
-            self.tag_names = read_taglist(taglist_file)
+            self.tag_names = read_tag_list(taglist_file, skip_blank=True)
             images, self.targets = read_annotations(annotation_file, self.tag_names)
         except FileNotFoundError as e:
             raise DataError(str(e)) from e
@@ -246,14 +248,9 @@ class SyntheticTags(_TaggingSource):
 # ---- pipeline ----
 def tagging_columns(teacher: bool = False, captions: bool = False, return_index: bool = False) -> List[str]:
     """Column names produced by :func:`build_tagging_dataset`, in order."""
-    cols = ["pixel_values", "labels"]
-    if teacher:
-        cols.append("teacher_pixel_values")
-    if captions:
-        cols.append("input_ids")
-    if return_index:
-        cols.append("index")
-    return cols
+    wanted = {"pixel_values": True, "labels": True, "teacher_pixel_values": teacher, "input_ids": captions,
+              "index": return_index}
+    return [name for name, keep in wanted.items() if keep]
 
 
 class _Flip:
@@ -285,13 +282,12 @@ class TaggingSampleLoader(ClipSampleLoader):
 
     Loading, bad-image substitution and the per-epoch accounting are :class:`ClipSampleLoader`'s."""
 
-    def __init__(self, source, transform, sampler, seed, return_index, first_epoch, first_epoch_items,
-                 teacher_transform=None, tokenizer_fn=None, context_length=77):
+    def __init__(self, source, transform, plan, return_index, teacher_transform=None, tokenizer_fn=None,
+                 context_length=77):
         self.with_teacher = teacher_transform is not None
         if self.with_teacher:
             transform = _PairTransform(transform, teacher_transform, transform.image_processor._load)
-        super().__init__(source, transform, tokenizer_fn, context_length, 0, sampler, seed, return_index,
-                         first_epoch, first_epoch_items)
+        super().__init__(source, transform, tokenizer_fn, context_length, 0, plan, return_index)
         self.num_tags = int(source.num_tags)
 
     def _caption_ids(self, captions, epoch: int, index: int) -> np.ndarray:
@@ -349,28 +345,13 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
     """
     if not hasattr(source, "num_tags") or not hasattr(source, "__getitem__"):
         raise ConfigError(f"source must be a tagging source (with num_tags), got {type(source).__name__}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_workers = min(_check_int("num_workers", num_workers, 1), os.cpu_count() or 1)
-    seed = _check_int("seed", seed, 0)
-    start_epoch = _check_int("start_epoch", start_epoch, 0)
-    start_step = _check_int("start_step", start_step, 0)
-    n = len(source)
-    sampler, start_epoch, start_step, first_items = plan_resumable_epochs(
-        source, batch_size, shuffle, seed, drop_remainder, start_epoch, start_step)
+    plan = plan_pipeline(source, batch_size, shuffle, num_workers, drop_remainder, seed, start_epoch, start_step)
     teacher = None if teacher_processor is None else \
         _transform(teacher_processor, train_transform, train_scale, horizontal_flip)
     loader = TaggingSampleLoader(source, _transform(image_processor, train_transform, train_scale, horizontal_flip),
-                                 sampler, seed, return_index, start_epoch, first_items, teacher_transform=teacher,
-                                 tokenizer_fn=tokenizer_fn, context_length=context_length)
+                                 plan, return_index, teacher_transform=teacher, tokenizer_fn=tokenizer_fn,
+                                 context_length=context_length)
     columns = tagging_columns(teacher is not None, tokenizer_fn is not None, return_index)
-    dataset = msds.GeneratorDataset(_Codes(n), column_names=["code"], sampler=sampler, num_parallel_workers=1,
-                                    python_multiprocessing=False)
-    dataset = dataset.map(operations=loader, input_columns=["code"], output_columns=columns,
-                          num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if start_step:
-        dataset.set_init_step(start_step)
-    logger.info("tagging dataset over %s: %d records, %d tags, %d steps/epoch of %d, starting at epoch %d step %d",
-                type(source).__name__, n, source.num_tags, steps_per_epoch(n, batch_size, drop_remainder), batch_size,
-                start_epoch, start_step)
+    dataset = assemble_pipeline(loader, columns, plan, python_multiprocessing)
+    logger.info("tagging dataset over %s (%d tags): %s", type(source).__name__, source.num_tags, plan.describe())
     return dataset

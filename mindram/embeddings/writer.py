@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..models.clip.zero_shot import encode_in_batches, l2_normalize, tokenize_with
-from ..pipeline.base import ITEM_ERRORS, build_image_processor, load_model
+from ..pipeline.base import ITEM_ERRORS, build_image_processor
+from ..pipeline.feature_extraction import FeatureExtractionPipeline
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
     if shard_size <= 0 or batch_size <= 0:
         raise ValueError(f"batch_size and shard_size must be positive, got {batch_size}, {shard_size}")
     shard_size = -(-int(shard_size) // batch_size) * batch_size
-    model = load_model(model)
+    model = FeatureExtractionPipeline.load_model(model)
     num_shards = -(-len(items) // shard_size)
     manifest = {"format": FORMAT, "kind": kind, "num_items": len(items), "shard_size": shard_size,
                 "num_shards": num_shards, "normalize": bool(normalize), "items_sha256": _fingerprint(ids, items, kind),

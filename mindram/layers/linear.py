@@ -1,7 +1,7 @@
 """Linear layer with torch's (out, in) weight layout, applied as one 2-D MatMul.
 
 ``nn.Dense`` on a 3-D input reshapes to 2-D itself; writing the reshape out keeps oneDNN on its
-fast GEMM path and never broadcasts the weight into a batched matmul (see specs/performance.md).
+fast GEMM path and never broadcasts the weight into a batched matmul (see docs/performance.md#layout).
 """
 import math
 

@@ -2,7 +2,7 @@
 
 A Conv2d with kernel = stride = P and no padding is exactly: cut the image into P×P patches,
 flatten each patch in (channel, row, col) order and multiply by the conv weight reshaped to
-(C_out, C_in·P·P). On MindSpore CPU this is ~6× faster than ``nn.Conv2d`` (specs/performance.md).
+(C_out, C_in·P·P). On MindSpore CPU this is ~6× faster than ``nn.Conv2d`` (docs/performance.md#layout).
 The parameter keeps the conv layout (C_out, C_in, P, P) and torch's name ``weight``.
 """
 import numpy as np

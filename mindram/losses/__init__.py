@@ -1,5 +1,6 @@
 """Losses, kept apart from the models and joined to them by task cells."""
 from .clip_loss import ClipLoss, CLIPWithLoss
-from .tagging_loss import AsymmetricLoss, DistillationL1Loss
+from .tagging_loss import ALIGNMENT_LOSS, TAG_LOSS, AsymmetricLoss, DistillationL1Loss, TaggingWithLoss
 
-__all__ = ["AsymmetricLoss", "ClipLoss", "CLIPWithLoss", "DistillationL1Loss"]
+__all__ = ["ALIGNMENT_LOSS", "AsymmetricLoss", "ClipLoss", "CLIPWithLoss", "DistillationL1Loss", "TAG_LOSS",
+           "TaggingWithLoss"]

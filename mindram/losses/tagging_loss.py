@@ -1,5 +1,19 @@
-"""Losses of RAM / RAM++ training (recognize-anything): asymmetric tagging loss and CLIP distillation."""
+"""Losses of RAM / RAM++ training (recognize-anything): asymmetric tagging loss, CLIP distillation, and
+:class:`TaggingWithLoss`, the cell joining them to a RAM / RAM++ model (as ``CLIPWithLoss`` does for CLIP).
+
+Training loss, one graph per step::
+
+    loss = ASL(γ− 7, γ+ 0, clip 0.05)(tag logits, multi-hot targets)              sum over batch and tags
+         + L1(image_proj(pooled Swin token), teacher CLIP image feature)         mean    (distillation)
+         + RAM++: ASL(γ− 4, γ+ 0, clip 0.05)(B×B alignment logits, identity)     sum     (alignment)
+
+The alignment logits are the tagging head run with, as queries for every image, ReLU(wordvec_proj(t_j)) of
+the B L2-normalised teacher text features t_j of the batch's captions; target: image i ↔ caption i.
+"""
 from mindspore import nn, ops
+
+TAG_LOSS = {"gamma_neg": 7.0, "gamma_pos": 0.0, "clip": 0.05}
+ALIGNMENT_LOSS = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
 
 
 class AsymmetricLoss(nn.Cell):
@@ -34,3 +48,35 @@ class DistillationL1Loss(nn.Cell):
 
     def construct(self, student, teacher):
         return ops.abs(student - ops.stop_gradient(teacher)).mean()
+
+
+class TaggingWithLoss(nn.Cell):
+    """RAM / RAM++ and its training losses in one cell: ``(pixel_values, labels[, teacher_image_features]
+    [, teacher_text_features]) → loss`` (module docstring). Parameter names stay the model's."""
+
+    def __init__(self, model, tag_loss=None, distillation=False, alignment=False, alignment_loss=None):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.tag_loss = tag_loss if tag_loss is not None else AsymmetricLoss(**TAG_LOSS)
+        self.distillation, self.alignment = bool(distillation), bool(alignment)
+        self.distillation_loss = DistillationL1Loss()
+        self.alignment_loss = alignment_loss if alignment_loss is not None else AsymmetricLoss(**ALIGNMENT_LOSS)
+        self.text_at = 1 if self.distillation else 0
+
+    def alignment_logits(self, image_embeds, text_embeds):
+        """(B, B) logits of every image against the B caption queries (the RAM++ forward, module docstring)."""
+        queries = self.model.wordvec_proj(text_embeds) if self.model.has_wordvec_proj else text_embeds
+        queries = ops.relu(queries)
+        queries = ops.broadcast_to(queries[None], (image_embeds.shape[0],) + queries.shape)
+        hidden = self.model.tagging_head(queries, self.model.image_proj(image_embeds))
+        return self.model.fc(hidden).squeeze(-1)
+
+    def construct(self, pixel_values, labels, *teacher):
+        image_embeds = self.model.visual_encoder(pixel_values)
+        loss = self.tag_loss(self.model.head_logits(image_embeds), labels)
+        if self.distillation:
+            loss = loss + self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), teacher[0])
+        if self.alignment:
+            logits = self.alignment_logits(image_embeds, teacher[self.text_at])
+            loss = loss + self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1], logits.dtype))
+        return loss

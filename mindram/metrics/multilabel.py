@@ -16,6 +16,7 @@ from mindspore.train import Metric
 
 from ..errors import DataError
 from ..registry import MindFormerModuleType, MindFormerRegister
+from ..utils.tag_lists import read_tag_list
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,9 @@ def tagging_metrics(scores, targets, thresholds):
 
 
 def read_taglist(path):
-    """One tag per line (names may repeat: imagenet_multi lists 'missile' twice)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tag list not found: {path}")
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """An evaluation set's tag list: one tag per line, blank lines left out (names may repeat: imagenet_multi
+    lists 'missile' twice); :func:`mindram.utils.tag_lists.read_tag_list` with ``skip_blank``."""
+    return read_tag_list(path, skip_blank=True)
 
 
 def read_annotations(path, taglist):

@@ -20,6 +20,7 @@ import numpy as np
 from mindspore.train import Metric
 
 from ..registry import MindFormerModuleType, MindFormerRegister
+from ..utils.arrays import l2_normalize
 from .classification import check_ks, label_ranks
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def _features(value, name, normalize):
     if not np.isfinite(value).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     if normalize:
-        value = value / np.maximum(np.linalg.norm(value, axis=1, keepdims=True), np.float32(1e-12))
+        value = l2_normalize(value)
     return value
 
 

@@ -1,9 +1,11 @@
-"""Shared model plumbing: strict checkpoint loading, save/load_pretrained, support lists.
+"""Shared model plumbing: strict checkpoint loading, save/load_pretrained, support lists, and the protocol a
+model family implements (:class:`PreTrainedModel`'s class attributes; see ``docs/architecture.md``).
 
-A model family sets ``config_class`` and ``family``; names resolve through :mod:`mindram.catalog`.
+Names resolve through :mod:`mindram.catalog`.
 Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither executes code.
 """
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -14,13 +16,12 @@ from mindspore import Tensor, nn
 
 from .. import catalog
 from ..errors import CheckpointError
+from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
-# a key only checkpoints of that family have (names a checkpoint loaded into the wrong model)
-_FAMILY_MARKERS = {"clip": "visual.conv1.weight", "ram": "label_embed"}
 
 
 def _mem_available():
@@ -181,10 +182,12 @@ def write_checkpoint(params, path):
 
 
 def _family_hint(model, names):
-    """`` (it looks like a <family> checkpoint)`` when ``names`` belong to another model family, else ``""``."""
-    found = [family for family, key in _FAMILY_MARKERS.items() if key in names]
-    if found and getattr(model, "family", None) not in found:
-        return f" (it looks like a {found[0].upper()} checkpoint)"
+    """`` (it looks like a <family> checkpoint)`` when ``names`` hold the ``checkpoint_marker`` of another
+    registered model family, else ``""``."""
+    for cls in MindFormerRegister.registry.get(MindFormerModuleType.MODELS, {}).values():
+        marker, family = getattr(cls, "checkpoint_marker", None), getattr(cls, "family", None)
+        if marker and marker in names and family != getattr(model, "family", None):
+            return f" (it looks like a {family.upper()} checkpoint)"
     return ""
 
 
@@ -217,15 +220,59 @@ def load_state_dict(model, params, strict=True, source="state dict"):
     return missing, unexpected
 
 
+@functools.lru_cache(maxsize=None)
+def _shared_tokenizer(tokenizer_class):
+    """One default-constructed tokenizer per class (a vocabulary is read once per process)."""
+    return tokenizer_class()
+
+
 class PreTrainedModel(nn.Cell):
-    """Base of mindram models: ``from_pretrained``, ``save_pretrained``, ``show_support_list``."""
+    """Base of mindram models: ``from_pretrained``, ``save_pretrained``, ``show_support_list``.
+
+    A model family declares, as class attributes, everything the framework (tasks, Trainer, pipelines) needs
+    to know about it; nothing outside the family names it:
+
+    * ``config_class``: its :class:`~mindram.models.configuration_utils.PretrainedConfig` (the run config's
+      ``model.model_config`` builds one; its ``family`` and ``checkpoint_name_or_path`` name the weights).
+    * ``family``: its catalog folder ``configs/<family>/`` (``model/*.yaml`` architectures,
+      ``pretrained.yaml`` weights); names given to ``from_pretrained`` resolve there.
+    * ``image_processor_class``: its preprocessing, a
+      :class:`~mindram.models.image_processing_utils.BaseImageProcessor`; :attr:`image_processor` builds it for
+      this model's config and weights.
+    * ``tokenizer_class``: for a model with a text tower, its tokenizer: a class whose default-constructed
+      instance is either a callable ``texts -> int32 (N, L)`` or MindFormers' ``tok(texts, max_length=L,
+      return_tensors="np") -> {"input_ids": ...}`` (:class:`~mindram.CLIPTokenizer`); None for an image-only
+      model. :attr:`tokenizer` is a shared instance.
+
+    * ``checkpoint_marker``: a parameter name only this family's checkpoints hold, so that loading one into
+      another family's model says which family it belongs to.
+
+    Register the model (``MODELS``), its config (``CONFIG``), processor (``PROCESSOR``) and tokenizer
+    (``TOKENIZER``) with :class:`~mindram.registry.MindFormerRegister` so that run configs can name them.
+    """
 
     config_class = None
     family = None
+    image_processor_class = None
+    tokenizer_class = None
+    checkpoint_marker = None
 
     def __init__(self, config):
         super().__init__()
         self.config = config
+
+    @property
+    def image_processor(self):
+        """This model's preprocessing (a new ``image_processor_class`` instance): its config's image size and
+        the catalog's preprocessing of the weights it was loaded as (``config.checkpoint_name_or_path``)."""
+        if self.image_processor_class is None:
+            raise TypeError(f"{type(self).__name__} declares no image_processor_class")
+        return self.image_processor_class.for_config(self.config)
+
+    @property
+    def tokenizer(self):
+        """The shared ``tokenizer_class`` instance, or None for a model without a text tower."""
+        return None if self.tokenizer_class is None else _shared_tokenizer(self.tokenizer_class)
 
     @classmethod
     def show_support_list(cls):

@@ -1,7 +1,8 @@
 """``pipeline(task, model=...)``: ready-to-call inference for a task (MindFormers' factory signature).
 
 Supported tasks are the registered pipeline classes (``MindFormerModuleType.PIPELINE``) whose ``task``
-attribute is their registered alias: ``zero_shot_image_classification`` and ``feature_extraction`` here.
+attribute is their registered alias: ``zero_shot_image_classification``, ``feature_extraction`` and
+``image_tagging`` here.
 """
 import difflib
 
@@ -34,12 +35,13 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
 
     Args:
         task: a task name, see :func:`supported_tasks`.
-        model: a model name (``"clip_vit_b_32.laion2b_s34b_b79k"``), a directory or ``.ckpt`` path, or a
-            ``CLIPModel`` instance (used as it is, never changed); None uses ``clip_vit_b_32``. Named weights get
-            the catalog's preprocessing. A path that does not exist is a ``ConfigError`` saying so.
-        image_processor: a ``CLIPImageProcessor`` or a dict of its arguments; default: the model's image size
-            and the catalog preprocessing of its weights.
-        tokenizer: a ``CLIPTokenizer`` or any callable ``texts -> ids``; default ``mindram.tokenize``.
+        model: a model name (``"clip_vit_b_32.laion2b_s34b_b79k"``), a directory or ``.ckpt`` path (loaded as the
+            pipeline's model class, :meth:`Pipeline.model_class`), or a model instance of any family that has
+            the pipeline's ``model_methods`` (used as it is, never changed); None loads the pipeline's
+            ``default_model``. A path that does not exist is a ``ConfigError`` saying so.
+        image_processor: a processor instance or a dict of arguments of the model's ``image_processor_class``;
+            default ``model.image_processor`` (its image size and the catalog preprocessing of its weights).
+        tokenizer: a tokenizer (``CLIPTokenizer``) or any callable ``texts -> ids``; default ``model.tokenizer``.
         batch_size: inputs per model call (lists are split and padded internally).
         **kwargs: task options used as defaults for every call, e.g. ``candidate_labels=[...]``.
     """
@@ -47,5 +49,5 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
     return cls(model=model, image_processor=image_processor, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 
-__all__ = ["pipeline", "supported_tasks", "get_pipeline_class", "Pipeline", "FeatureExtractionPipeline", "ImageTaggingPipeline",
-           "ZeroShotImageClassificationPipeline"]
+__all__ = ["pipeline", "supported_tasks", "get_pipeline_class", "Pipeline", "FeatureExtractionPipeline",
+           "ImageTaggingPipeline", "ZeroShotImageClassificationPipeline"]

@@ -2,12 +2,14 @@
 
 A pipeline is built once (model, image processor, tokenizer, default options) and called on one input or
 a list; it splits lists into batches of ``batch_size`` itself. Options given at construction are defaults
-that every call may override (``clf(img, top_k=1)``). Graph compilation is per batch shape, so batches are
-padded (see :func:`mindram.models.clip.zero_shot.encode_in_batches`).
+that every call may override (``clf(img, top_k=1)``). Graph compilation is per batch shape, so subclasses
+pad their batches (see :func:`mindram.models.clip.zero_shot.encode_in_batches`). The model is loaded through
+the class's model hook (:meth:`Pipeline.load_model`), so a pipeline works with any registered family that
+has its ``model_methods``.
 
 Bad inputs: in a list, an image that cannot be read is skipped and reported (a warning naming its index
 and path) and its result is ``None``; a single bad input raises (``DataError``, ``FileNotFoundError`` or
-``TypeError`` from :class:`~mindram.CLIPImageProcessor`).
+``TypeError`` from the image processor).
 """
 import abc
 import logging
@@ -16,55 +18,32 @@ import os
 import numpy as np
 
 from .. import catalog
-from ..errors import ConfigError, DataError
-from ..models.clip import CLIPImageProcessor, CLIPModel
+from ..errors import DataError
+from ..models.image_processing_utils import config_image_size
+from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_batch_size
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "clip_vit_b_32"
 ITEM_ERRORS = (DataError, OSError, TypeError, ValueError)
 
 
-def load_model(model, default=DEFAULT_MODEL):
-    """A CLIP model from a name, a directory, a ``.ckpt``/``.safetensors`` path, or a model instance (used as
-    it is: never copied, switched to eval mode or otherwise changed). A path that does not exist is a
-    ``ConfigError`` saying so (:func:`mindram.catalog.check_model_path`)."""
-    model = default if model is None else model
-    if isinstance(model, (str, os.PathLike)):
-        catalog.check_model_path(model)
-        return CLIPModel.from_pretrained(model)
-    if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
-        return model
-    raise TypeError(f"model must be a model name, a directory or checkpoint path, or a CLIPModel; "
-                    f"got {type(model).__name__}")
-
-
-def catalog_preprocess(model):
-    """The catalog's preprocessing overrides (mean/std/resize_mode...) for the weights ``model`` was loaded as."""
-    name = getattr(getattr(model, "config", None), "checkpoint_name_or_path", None)
-    if not name:
-        return {}
-    try:
-        return dict(catalog.resolve("clip", str(name)).preprocess)
-    except (KeyError, ConfigError):  # a name the catalog does not know, or a path that has gone
-        logger.debug("%r is not in the catalog; using OpenAI preprocessing", name)
-        return {}
-
-
 def build_image_processor(model, image_processor=None):
-    """``image_processor`` as given (instance or dict), else a :class:`CLIPImageProcessor` for ``model``:
-    its image size and the catalog's preprocessing for its weights."""
+    """``image_processor`` as given (an instance), a dict of constructor arguments for the model's
+    ``image_processor_class`` (over the model's own preprocessing), or None: ``model.image_processor`` (its
+    image size and the catalog's preprocessing for its weights). A size other than the model's is a
+    ``ValueError``."""
     if image_processor is None:
-        image_processor = CLIPImageProcessor.from_dict({"image_size": model.image_size, **catalog_preprocess(model)})
+        image_processor = model.image_processor
     elif isinstance(image_processor, dict):
-        image_processor = CLIPImageProcessor.from_dict({"image_size": model.image_size, **image_processor})
+        image_processor = type(model).image_processor_class.for_config(model.config, **image_processor)
     elif not hasattr(image_processor, "preprocess"):
-        raise TypeError(f"image_processor must be a CLIPImageProcessor or a dict of its arguments, "
-                        f"got {type(image_processor).__name__}")
-    size = getattr(image_processor, "image_size", model.image_size)
-    if size != model.image_size:
-        raise ValueError(f"image_processor.image_size {size} differs from the model's image size {model.image_size}")
+        raise TypeError(f"image_processor must be a {type(model).image_processor_class.__name__} or a dict of its "
+                        f"arguments, got {type(image_processor).__name__}")
+    expected = config_image_size(model.config)
+    size = getattr(image_processor, "image_size", expected)
+    if size != expected:
+        raise ValueError(f"image_processor.image_size {size} differs from the model's image size {expected}")
     return image_processor
 
 
@@ -87,16 +66,46 @@ def as_items(inputs):
 
 
 class Pipeline(abc.ABC):
-    """Base of mindram pipelines; subclasses set ``task`` and implement the four steps."""
+    """Base of mindram pipelines; subclasses set ``task``, say which models they take, and implement the four
+    steps. Every subclass calls ``super().__init__``, which loads the model through :meth:`load_model`.
+
+    Model hook (class attributes): ``model_types`` (registered ``MODELS`` names; a name or path loads as
+    :meth:`model_class`, by default the first of them), ``default_model`` (the name loaded for ``model=None``)
+    and ``model_methods`` (what a model *instance* must have: any family that has them is accepted).
+    """
 
     task = None
+    model_types = ()
+    default_model = None
+    model_methods = ()
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=8, **kwargs):
-        self.model = load_model(model)
-        self.image_processor = build_image_processor(self.model, image_processor)
-        self.tokenizer = tokenizer
-        self.batch_size = check_batch_size(batch_size)
         self._defaults = self._sanitize_parameters(**kwargs)
+        self.batch_size = check_batch_size(batch_size)
+        self.model = self.load_model(model)
+        self.image_processor = build_image_processor(self.model, image_processor)
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(self.model, "tokenizer", None)
+
+    @classmethod
+    def model_class(cls, name_or_path):
+        """The model class a name or path loads as (through the registry); override to choose by the name."""
+        return MindFormerRegister.get_cls(MindFormerModuleType.MODELS, cls.model_types[0])
+
+    @classmethod
+    def load_model(cls, model):
+        """A model from a name, a directory, a ``.ckpt``/``.safetensors`` path (``model_class(...)
+        .from_pretrained``), or a model instance (used as it is: never copied, switched to eval mode or otherwise
+        changed). A path that does not exist is a ``ConfigError`` saying so
+        (:func:`mindram.catalog.check_model_path`)."""
+        model = cls.default_model if model is None else model
+        if isinstance(model, (str, os.PathLike)):
+            catalog.check_model_path(model)
+            return cls.model_class(model).from_pretrained(model)
+        if cls.model_methods and all(hasattr(model, name) for name in cls.model_methods):
+            return model
+        raise TypeError(f"{cls.task}: model must be a model name, a directory or checkpoint path, or a "
+                        f"{'/'.join(cls.model_types)} instance (a model with {', '.join(cls.model_methods)}); "
+                        f"got {type(model).__name__}")
 
     def _sanitize_parameters(self, **kwargs):
         """Split call options into ``(preprocess_params, forward_params, postprocess_params)``; reject unknown ones."""

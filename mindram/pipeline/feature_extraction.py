@@ -21,6 +21,9 @@ class FeatureExtractionPipeline(Pipeline):
     """Image/text embeddings; option ``normalize`` (default True) at construction or per call."""
 
     task = "feature_extraction"
+    model_types = ("CLIPModel",)
+    default_model = "clip_vit_b_32"
+    model_methods = ("get_image_features", "get_text_features")
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=8, **kwargs):
         kwargs.setdefault("normalize", True)

@@ -12,35 +12,15 @@ Options are checked when they are given (``ConfigError`` naming the value). The 
 changed: an open set lives in the pipeline and is passed to the model's forward as ``label_embed``.
 """
 import logging
-import os
 
 from ..errors import ConfigError
+from ..models.ram import model_class_for
 from ..registry import MindFormerModuleType, MindFormerRegister
-from ..utils.validation import check_batch_size, check_threshold, check_top_k
+from ..utils.validation import check_threshold, check_top_k
 from .base import Pipeline
 
 logger = logging.getLogger(__name__)
 DEFAULT_TAGGER = "ram_plus_swin_l_384"
-
-
-def load_tagger(model):
-    """A RAM/RAM++ model from a name (``ram_*``/``ram_plus_*``), a directory, a checkpoint, or an instance."""
-    from ..models.ram import RAM, RAMConfig, RAMPlus
-    model = DEFAULT_TAGGER if model is None else model
-    if hasattr(model, "get_tag_scores") and hasattr(model, "vocabulary"):
-        return model
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model must be a RAM/RAM++ name, directory or checkpoint path, or a RAM/RAMPlus instance; "
-                        f"got {type(model).__name__}")
-    path = str(model)
-    if os.path.isfile(path):
-        sidecar = os.path.splitext(path)[0] + ".yaml"
-        model_type = RAMConfig.from_yaml(sidecar).model_type if os.path.isfile(sidecar) else None
-    else:
-        model_type = RAMConfig.from_pretrained(path).model_type
-    if model_type is None:
-        model_type = "ram_plus" if "ram_plus" in os.path.basename(path) else "ram"
-    return (RAMPlus if model_type == "ram_plus" else RAM).from_pretrained(path)
 
 
 @MindFormerRegister.register(MindFormerModuleType.PIPELINE, alias="image_tagging")
@@ -58,16 +38,21 @@ class ImageTaggingPipeline(Pipeline):
     """
 
     task = "image_tagging"
+    model_types = ("RAM", "RAMPlus")
+    default_model = DEFAULT_TAGGER
+    model_methods = ("get_tag_scores", "vocabulary")
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=1, open_set_tags=None,
                  open_set_descriptions=None, open_set_threshold=None, open_set_clip_model=None, **kwargs):
-        del tokenizer  # the tagger embeds open-set texts with its own CLIP text tower
-        self._defaults = self._sanitize_parameters(**kwargs)
-        self.batch_size = check_batch_size(batch_size)
-        self.model = load_tagger(model)
-        self.image_processor = image_processor if image_processor is not None else self.model.image_processor
+        # tokenizer: unused, the tagger embeds open-set texts with its own CLIP text tower
+        super().__init__(model, image_processor, tokenizer, batch_size, **kwargs)
         self.open_set_vocabulary = self._open_set_vocabulary(open_set_tags, open_set_descriptions,
                                                              open_set_threshold, open_set_clip_model)
+
+    @classmethod
+    def model_class(cls, name_or_path):
+        """RAM or RAMPlus, by the name or the config stored with the checkpoint."""
+        return model_class_for(name_or_path)
 
     def _open_set_vocabulary(self, tags, descriptions, threshold, clip_model):
         """The pipeline's own open-set vocabulary (the model is not changed), or None without ``open_set_tags``."""
@@ -123,4 +108,4 @@ class ImageTaggingPipeline(Pipeline):
         return results
 
 
-__all__ = ["ImageTaggingPipeline", "load_tagger"]
+__all__ = ["ImageTaggingPipeline"]

@@ -63,6 +63,9 @@ class ZeroShotImageClassificationPipeline(Pipeline):
     """
 
     task = "zero_shot_image_classification"
+    model_types = ("CLIPModel",)
+    default_model = "clip_vit_b_32"
+    model_methods = ("get_image_features", "get_text_features")
     max_cached_classifiers = 16
     text_batch_size = 64
 

@@ -252,7 +252,7 @@ def _differences(saved, current):
 def check_resume_settings(path, saved, current):
     """Compare the settings stored in checkpoint ``path`` with the current run's before resuming.
 
-    Both are ``{"fixed": {...}, "adjustable": {...}}`` (see ``BaseTask.resume_settings``). A changed
+    Both are ``{"fixed": {...}, "adjustable": {...}}`` (see ``BaseTrainer.resume_settings``). A changed
     *fixed* setting (what decides the data order and the batches) would make the saved position in the data
     mean other samples: :class:`ConfigError` naming every changed key with its saved and new value. A changed
     *adjustable* setting (learning-rate schedule, optimizer hyper-parameters, clipping, loss scale) is applied

@@ -1,5 +1,11 @@
 """Optimizer and learning-rate schedule builders (AdamW without decay on norms/biases/embeddings/logit_scale;
-cosine decay with linear warmup)."""
+cosine decay with linear warmup; layer-wise learning-rate decay).
+
+Layer-wise lr decay (``layer_decay = d``, timm's ``param_groups_layer_decay``): the model numbers its
+parameters' layers ``0 … L−1`` (a ``layer_id(param_name)`` function, e.g. ``RAMBase.layer_id`` for the Swin
+rule); a parameter of layer ℓ learns at lr·d^(L−1−ℓ), so the top layer keeps the full rate. Weight decay
+follows :func:`exclude_from_weight_decay` as in :class:`AdamWeightDecay`.
+"""
 import math
 
 import mindspore as ms
@@ -90,6 +96,40 @@ def build_optimizer(cfg, params, lr_schedule):
         return cls(params, learning_rate=lr_schedule, **cfg)
     except TypeError as e:
         raise ConfigError(f"optimizer: {e}") from e
+
+
+class ScaledLR(nn.learning_rate_schedule.LearningRateSchedule):
+    """``scale × base(step)``: one parameter group's share of a schedule."""
+
+    def __init__(self, base, scale):
+        super().__init__()
+        self.base, self.scale = base, float(scale)
+
+    def value(self, step):
+        return self.scale * self.base.value(step)
+
+    def construct(self, global_step):
+        return self.base(global_step) * self.scale
+
+
+def param_groups_layer_decay(params, layer_id, num_layers, layer_decay, weight_decay=0.2):
+    """Parameter groups ``{"params", "weight_decay", "lr_scale"}``, one per (layer id, decayed or not), sorted
+    by layer: ``layer_id(name)`` in ``[0, num_layers)``, ``lr_scale = layer_decay ** (num_layers − 1 − id)``."""
+    groups = {}
+    for param in params:
+        decay = 0.0 if exclude_from_weight_decay(param.name, param.shape) else float(weight_decay)
+        groups.setdefault((layer_id(param.name), decay), []).append(param)
+    return [{"params": group, "weight_decay": decay, "lr_scale": layer_decay ** (num_layers - 1 - layer)}
+            for (layer, decay), group in sorted(groups.items())]
+
+
+def layer_decay_adamw(params, schedule, layer_id, num_layers, layer_decay, beta1=0.9, beta2=0.98, eps=1e-6,
+                      weight_decay=0.2):
+    """AdamW over :func:`param_groups_layer_decay`'s groups, each at lr ``ScaledLR(schedule, lr_scale)``."""
+    groups = param_groups_layer_decay(params, layer_id, num_layers, layer_decay, weight_decay)
+    return nn.AdamWeightDecay([{"params": g["params"], "weight_decay": g["weight_decay"],
+                                "lr": ScaledLR(schedule, g["lr_scale"])} for g in groups],
+                              learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
 
 
 def current_lr(optimizer):

@@ -3,7 +3,8 @@
 Top-level keys of a run YAML (MindFormers layout)::
 
     seed, output_dir, run_mode, load_checkpoint, trainer {type, model_name},
-    model {arch {type}, model_config {...}}, processor {image_processor {...}, context_length},
+    model {arch {type}, model_config {...}},
+    processor {type, image_processor {type, ...}, tokenizer {type, ...}, context_length},
     train_dataset / eval_dataset {data_loader {type, dataset_dir|..., split, ...}, shuffle, num_workers},
     runner_config {TrainingArguments fields}, optimizer {type, ...}, lr_schedule {type, ...},
     zero_shot {templates, class_names}, predict {candidate_labels, top_k},
@@ -28,7 +29,7 @@ DATASET_KEYS = {"data_loader", "shuffle", "num_workers"}
 SECTION_KEYS = {
     "trainer": {"type", "model_name"},
     "model": {"arch", "model_config"},
-    "processor": {"image_processor", "context_length", "type"},
+    "processor": {"image_processor", "tokenizer", "context_length", "type"},
     "zero_shot": {"templates", "class_names"},
     "predict": {"candidate_labels", "top_k", "hypothesis_template"},
     "context": {"mode", "device_target", "device_id"},
@@ -66,8 +67,10 @@ def check_call_args(section, cls, kwargs, skip=()):
         raise ConfigError(f"{section}: unknown argument(s) {unknown} for {cls.__name__}; allowed: {allowed}")
 
 
-def validate_run_config(config):
-    """Validate a run config (a MindFormerConfig) completely; return the parsed TrainingArguments."""
+def validate_run_config(config, default_arch=None):
+    """Validate a run config (a MindFormerConfig) completely; return the parsed TrainingArguments.
+
+    ``default_arch``: the registered model a ``model.model_config`` without ``model.arch.type`` builds."""
     _check_keys("run config", config, TOP_LEVEL_KEYS)
     if config.get("run_mode") is not None:
         check_run_mode(config["run_mode"])
@@ -84,12 +87,14 @@ def validate_run_config(config):
         raise ConfigError(f"runner_config: {e}") from e
     check_output_dir(args.output_dir)
     if config.get("model") is not None and config.model.get("model_config") is not None:
-        arch = (config.model.get("arch") or {}).get("type", "CLIPModel")
+        arch = (config.model.get("arch") or {}).get("type", default_arch)
         model_cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
         try:
             model_cls.config_class.from_dict(config.model.model_config.to_dict())
         except ConfigError as e:
             raise ConfigError(f"model.model_config: {e}") from e
+    if config.get("processor") is not None:
+        validate_processor_section(config.processor)
     for section in ("train_dataset", "eval_dataset"):
         if config.get(section) is not None:
             validate_dataset_section(section, config[section])
@@ -124,6 +129,58 @@ def validate_dataset_section(section, cfg):
         value = loader.get(key)
         if value not in (None, "") and not Path(str(value)).exists():
             raise ConfigError(f"{section}.data_loader.{key}: path does not exist: {value}")
+
+
+def _typed_part(processor, key):
+    """``(registered class or None, other keys)`` of ``processor.<key>`` (``image_processor``: ``processor.type``
+    names its class too)."""
+    processor = processor or {}
+    cfg = processor.get(key) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"processor.{key}: expected a mapping, got {cfg!r}")
+    cfg = dict(cfg)
+    name = cfg.pop("type", None)
+    kind = MindFormerModuleType.TOKENIZER if key == "tokenizer" else MindFormerModuleType.PROCESSOR
+    if name is None and key == "image_processor":
+        name = processor.get("type")
+    return (MindFormerRegister.get_cls(kind, name) if name is not None else None), cfg
+
+
+def validate_processor_section(processor):
+    """ConfigError for an unregistered ``processor.type`` / ``image_processor.type`` / ``tokenizer.type`` or an
+    argument their class does not take."""
+    image_cls, image_cfg = _typed_part(processor, "image_processor")
+    if image_cls is not None:
+        check_call_args("processor.image_processor", image_cls, image_cfg)
+    tokenizer_cls, tokenizer_cfg = _typed_part(processor, "tokenizer")
+    if tokenizer_cls is not None:
+        check_call_args("processor.tokenizer", tokenizer_cls, tokenizer_cfg)
+
+
+def build_image_processor(processor, model, name=None):
+    """The image processor of the ``processor`` section for ``model``: the class ``image_processor.type`` (or
+    ``processor.type``) names in the registry, default the model's ``image_processor_class``, built for the
+    model's config and weights ``name`` (default: those it was loaded as) with the section's other keys over
+    the catalog's preprocessing (:meth:`~mindram.models.image_processing_utils.BaseImageProcessor.for_config`)."""
+    cls, cfg = _typed_part(processor, "image_processor")
+    cls = cls or type(model).image_processor_class
+    if cls is None:
+        raise ConfigError(f"{type(model).__name__} declares no image_processor_class; "
+                          f"set processor.image_processor.type")
+    return cls.for_config(model.config, name=name, **cfg)
+
+
+def build_tokenizer(processor, model):
+    """The tokenizer of the ``processor`` section: ``tokenizer.type`` from the registry (default: the model's
+    ``tokenizer_class``) built with the section's other keys; without a ``processor.tokenizer`` section the
+    model's shared tokenizer (None for a model without a text tower)."""
+    cls, cfg = _typed_part(processor, "tokenizer")
+    if cls is None and not cfg:
+        return model.tokenizer
+    cls = cls or type(model).tokenizer_class
+    if cls is None:
+        raise ConfigError(f"{type(model).__name__} has no tokenizer_class; set processor.tokenizer.type")
+    return cls(**cfg)
 
 
 def build_source(cfg):

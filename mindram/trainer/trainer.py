@@ -11,33 +11,35 @@ instance; datasets are a directory (for the configured ``data_loader``) or a rec
 import logging
 from pathlib import Path
 
-from ..catalog import CONFIG_ROOT
+from .. import catalog
 from ..config import MindFormerConfig
 from ..errors import ConfigError, UnknownNameError
 from ..models.modeling_utils import PreTrainedModel
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_top_k
 from .run_config import load_run_config
-from .tasks import TASKS
+from .tasks import BaseTrainer  # importing the package registers its trainers
 from .training_args import TrainingArguments
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIGS = {
-    "contrastive_language_image_pretrain": "clip/run_clip_vit_b_32_pretrain_flickr8k.yaml",
-    "zero_shot_image_classification": "clip/run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml",
-    "image_tagging": "ram/run_ram_plus_swin_l_384_finetune.yaml",
-}
+
+def task_classes():
+    """``{task name: trainer class}`` of every registered trainer (``MindFormerModuleType.TRAINER``)."""
+    table = MindFormerRegister.registry.get(MindFormerModuleType.TRAINER, {})
+    return {cls.name: cls for cls in table.values()
+            if isinstance(cls, type) and issubclass(cls, BaseTrainer) and cls.name}
 
 
 def _task_class(task, config):
+    tasks = task_classes()
     if task is not None:
-        if task not in TASKS:
-            raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(TASKS)}")
-        return TASKS[task]
+        if task not in tasks:
+            raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(tasks)}")
+        return tasks[task]
     trainer_type = (config.get("trainer") or {}).get("type")
     if trainer_type is None:
-        raise ConfigError(f"no task: pass task= (one of {sorted(TASKS)}) or set trainer.type in the run config")
+        raise ConfigError(f"no task: pass task= (one of {sorted(tasks)}) or set trainer.type in the run config")
     return MindFormerRegister.get_cls(MindFormerModuleType.TRAINER, trainer_type)
 
 
@@ -48,9 +50,10 @@ class Trainer:
         if isinstance(args, TrainingArguments):
             args = {"runner_config": args.to_dict()}
         if args is None and task is not None:
-            if task not in DEFAULT_CONFIGS:
-                raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(DEFAULT_CONFIGS)}")
-            args = CONFIG_ROOT / DEFAULT_CONFIGS[task]
+            defaults = {name: cls.default_config for name, cls in task_classes().items() if cls.default_config}
+            if task not in defaults:
+                raise UnknownNameError(f"unknown task {task!r}; supported: {sorted(defaults)}")
+            args = catalog.CONFIG_ROOT / defaults[task]
         config = load_run_config(args, overrides)
         task_cls = _task_class(task, config)
         config.setdefault("trainer", MindFormerConfig())
@@ -68,7 +71,7 @@ class Trainer:
         if not isinstance(model, (str, Path)):
             raise TypeError(f"model must be a name, a path or a model instance, got {type(model).__name__}")
         path = Path(str(model)).expanduser()
-        model_cls = task_cls.model_class(str(model))  # CLIPModel for the CLIP tasks, RAM/RAMPlus for tagging
+        model_cls = task_cls.model_class(str(model))  # the task's choice for that name (registry + config)
         if path.exists():
             config.load_checkpoint = str(path)
             config.model = MindFormerConfig({"arch": {"type": model_cls.__name__}})
@@ -77,9 +80,8 @@ class Trainer:
         config.model = MindFormerConfig({"arch": {"type": model_cls.__name__},
                                          "model_config": {k: v for k, v in model_config.to_dict().items()}})
         config.trainer.model_name = str(model)
-        needs_weights = task_cls.name == "zero_shot_image_classification"
-        from ..catalog import resolve
-        if needs_weights or resolve(model_cls.family, str(model)).checkpoint_path.is_file():
+        converted = catalog.resolve(model_cls.family, str(model)).checkpoint_path.is_file()
+        if task_cls.requires_pretrained_weights or converted:
             config.load_checkpoint = str(model)
         else:
             logger.warning("no converted checkpoint for %s: training starts from random initialisation", model)

@@ -25,6 +25,13 @@ def check_positive_int(value, name, allow_none=False):
     return int(value)
 
 
+def check_int(value, name, minimum=0):
+    """``value`` as an int >= ``minimum``."""
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_top_k(value, name="top_k"):
     """``top_k``: ``None`` (keep every result) or a positive int."""
     return check_positive_int(value, name, allow_none=True)

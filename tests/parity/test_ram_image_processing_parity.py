@@ -1,4 +1,4 @@
-"""RAMImageProcessor against recognize-anything's inference transform (``ram/transform.py``, spec §7):
+"""RAMImageProcessor against recognize-anything's inference transform (``ram/transform.py``, docs/ram.md#preprocessing):
 ``convert('RGB')`` → torchvision ``Resize((S, S))`` (PIL bilinear) → ``ToTensor`` → ImageNet ``Normalize``,
 on the repository's demo photos in several PIL modes."""
 import numpy as np

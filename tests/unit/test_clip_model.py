@@ -58,7 +58,7 @@ def test_every_architecture_builds_tiny_and_runs(arch):
 
 
 def test_published_sizes():
-    # ViT-B/32 has about 151.3M parameters (spec section 2)
+    # ViT-B/32 has about 151.3M parameters (docs/clip.md#configurations)
     count = sum(int(np.prod(s)) for s in expected_shapes(mindram.CLIPConfig.from_pretrained("clip_vit_b_32")).values())
     assert abs(count - 151.28e6) < 0.1e6
     g14 = mindram.CLIPConfig.from_pretrained("clip_vit_g_14").vision_config

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import mindram
-from mindram.checkpoint import output
+from mindram.models import convert_utils
 from mindram.models.clip import convert
 from mindram.models.clip.convert import to_open_clip_state_dict
 from tests.conftest import ROOT
@@ -163,11 +163,11 @@ def test_cli_refuses_to_write_over_its_input(tmp_path, capsys):
 
 
 def test_cli_reports_success_only_after_re_reading_the_checkpoint(tmp_path, capsys, monkeypatch):
-    real_write = output.write_checkpoint
+    real_write = convert_utils.write_checkpoint
 
     def loses_a_tensor(params, path):  # a writer that reports success but drops a tensor
         return real_write(dict(list(params.items())[1:]), path)
-    monkeypatch.setattr(output, "write_checkpoint", loses_a_tensor)
+    monkeypatch.setattr(convert_utils, "write_checkpoint", loses_a_tensor)
     out = tmp_path / "w.safetensors"
     code, stdout, err = in_process(capsys, "--torch_path", tiny_weights(tmp_path), "--mindspore_path", out)
     assert code == 2 and not stdout and len(err) == 1

@@ -12,6 +12,7 @@ from data_fixtures import (cifar_label_names, make_caption_table, make_cifar100,
 from mindram.data import (DATASETS, CaptionTable, Cifar100, CocoKarpathy, Flickr8k, ImageFolder, RAMTaggingJson,
                           Record, ResumableSampler, SyntheticCaptions, TrainTransform, UnsafePickleError,
                           build_clip_dataset, load_restricted_pickle)
+from mindram.data.assembly import plan_pipeline
 from mindram.data.transforms import random_resized_crop_params
 from mindram.errors import ConfigError, DataError
 from mindram.models.clip.image_processing import CLIPImageProcessor
@@ -439,6 +440,30 @@ def test_sampler_and_builder_validation(proc):
         build_clip_dataset(src, proc, batch_size=0)
     (epoch,) = batches(build_clip_dataset(src, proc, batch_size=2, drop_remainder=False, context_length=L))
     assert [b["label"].shape[0] for b in epoch] == [2, 1]
+
+
+def test_plan_pipeline_folds_the_resume_point_and_checks_arguments():
+    plan = plan_pipeline(range(10), batch_size=4, shuffle=True, num_workers=1, drop_remainder=True, seed=3,
+                         start_epoch=1, start_step=5)  # 2 steps per epoch: step 5 of epoch 1 is step 1 of epoch 3
+    assert (plan.start_epoch, plan.start_step, plan.steps_per_epoch, plan.first_epoch_items) == (3, 1, 2, 4)
+    assert plan.sampler.epoch == 3 and "10 records, 2 steps/epoch of 4" in plan.describe()
+    with pytest.raises(ConfigError, match="seed: expected an int >= 0"):
+        plan_pipeline(range(10), 4, True, 1, True, seed=-1)
+    with pytest.raises(DataError, match="no records"):
+        plan_pipeline([], 4, True, 1, True, seed=0)
+
+
+def test_one_tag_list_reader(tmp_path):
+    from mindram.metrics import read_taglist
+    from mindram.models.ram import tags
+    from mindram.utils.tag_lists import read_tag_list
+    assert tags.read_tag_list is read_tag_list
+    path = tmp_path / "tags.txt"
+    path.write_text("cat\n\ndog \n", encoding="utf-8")
+    assert read_tag_list(path) == ["cat", "", "dog "]  # the reference's read().splitlines(): nothing stripped
+    assert read_taglist(path) == read_tag_list(path, skip_blank=True) == ["cat", "dog "]
+    with pytest.raises(FileNotFoundError, match="tag list not found"):
+        read_tag_list(tmp_path / "nope.txt")
 
 
 def test_flickr8k_pipeline(tmp_path, proc):

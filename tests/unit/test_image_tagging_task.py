@@ -16,7 +16,8 @@ from mindram.models.ram import RAMImageProcessor
 from mindram.trainer import Trainer
 from mindram.models.ram import RAM, RAMPlus
 from mindram.trainer.run_config import SECTION_KEYS, validate_run_config
-from mindram.trainer.tasks.image_tagging import ImageTaggingTrainer, TaggingOptions, swin_layer_id
+from mindram.models.swin import swin_layer_id
+from mindram.trainer.tasks.image_tagging import ImageTaggingTrainer, TaggingOptions
 from tests.conftest import ROOT
 from tests.unit.test_ram_trust import model_state
 
@@ -173,12 +174,22 @@ def test_tagging_options_and_layer_ids():
     with pytest.raises(ConfigError, match="tag_loss"):
         TaggingOptions.from_dict({"tag_loss": {"gamma": 1}})
     depths = [2, 2, 18, 2]  # Swin-L: L = 26 layer ids
-    assert swin_layer_id("visual_encoder.patch_embed.proj.weight", depths) == 0
-    assert swin_layer_id("visual_encoder.layers.0.blocks.1.attn.qkv.weight", depths) == 2
-    assert swin_layer_id("visual_encoder.layers.0.downsample.reduction.weight", depths) == 2
-    assert swin_layer_id("visual_encoder.layers.2.blocks.0.norm1.weight", depths) == 5
-    assert swin_layer_id("visual_encoder.layers.3.blocks.1.mlp.c_fc.bias", depths) == 24
-    assert swin_layer_id("visual_encoder.norm.weight", depths) == 25 == swin_layer_id("fc.weight", depths)
+    assert swin_layer_id("patch_embed.proj.weight", depths) == 0
+    assert swin_layer_id("layers.0.blocks.1.attn.qkv.weight", depths) == 2
+    assert swin_layer_id("layers.0.downsample.reduction.weight", depths) == 2
+    assert swin_layer_id("layers.2.blocks.0.norm1.weight", depths) == 5
+    assert swin_layer_id("layers.3.blocks.1.mlp.c_fc.bias", depths) == 24
+    assert swin_layer_id("norm.weight", depths) == 25
+
+
+def test_layer_decay_param_groups_take_any_layer_id_rule():
+    from types import SimpleNamespace
+    from mindram.trainer.optim import param_groups_layer_decay
+    shapes = {"a.weight": (2, 2), "a.bias": (2,), "b.weight": (2, 2)}
+    params = [SimpleNamespace(name=name, shape=shape) for name, shape in shapes.items()]
+    groups = param_groups_layer_decay(params, lambda name: 0 if name.startswith("a.") else 2, 3, 0.5, weight_decay=0.1)
+    assert [([p.name for p in g["params"]], g["weight_decay"], g["lr_scale"]) for g in groups] == [
+        (["a.bias"], 0.0, 0.25), (["a.weight"], 0.1, 0.25), (["b.weight"], 0.1, 1.0)]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ram").glob("run_*.yaml")), ids=lambda p: p.name)

@@ -65,4 +65,4 @@ def test_shipped_evaluation_sets_parse(dataset, taglist, annots, count):
     tags = read_taglist(folder / taglist)
     ids, targets = read_annotations(folder / annots, tags)
     assert len(ids) == count and targets.shape == (count, len(tags))
-    assert (targets.sum(axis=0) > 0).all(), "every class has a positive (spec 13.1)"
+    assert (targets.sum(axis=0) > 0).all(), "every class has a positive (docs/ram.md#evaluation)"

@@ -178,6 +178,19 @@ def test_catalog_preprocessing_follows_the_weights(model):
         build_image_processor(model, mindram.CLIPImageProcessor(image_size=64))
 
 
+def test_processor_from_pretrained_and_model_image_processor(tmp_path):
+    dfn = mindram.CLIPImageProcessor.from_pretrained("clip_vit_h_14.dfn5b")
+    assert dfn.resize_mode == "squash" and dfn.image_size == 224 and dfn.mean == mindram.CLIPImageProcessor().mean
+    assert mindram.CLIPImageProcessor.from_pretrained("clip_vit_l_14@336").image_size == 336
+    laion = mindram.CLIPModel(tiny(mindram.CLIPConfig.from_pretrained("clip_vit_l_14.laion2b_s32b_b82k")))
+    assert laion.image_processor.mean == (0.5, 0.5, 0.5) and laion.image_processor.image_size == 32
+    laion.save_pretrained(tmp_path / "laion")  # the directory keeps the weights' name, so their preprocessing
+    saved = mindram.CLIPImageProcessor.from_pretrained(tmp_path / "laion")
+    assert saved.to_dict() == laion.image_processor.to_dict()
+    assert mindram.RAMImageProcessor.from_pretrained("ram_plus_swin_l_384").image_size == 384
+    assert isinstance(laion.tokenizer, mindram.CLIPTokenizer)
+
+
 def test_model_from_directory(model, images, tmp_path):
     model.save_pretrained(tmp_path / "tiny")
     clf = pipeline("zero_shot_image_classification", model=str(tmp_path / "tiny"), candidate_labels=LABELS)

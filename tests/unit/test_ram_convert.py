@@ -1,4 +1,4 @@
-"""RAM / RAM++ weight conversion: every reference key (spec TSVs) mapped, round trips, the
+"""RAM / RAM++ weight conversion: every reference key (tests/fixtures/ram_keys) mapped, round trips, the
 torch-free CLI on a reference-format .pth, strictness, and unsafe pickles refused."""
 import functools
 import json

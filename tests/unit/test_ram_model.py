@@ -1,4 +1,4 @@
-"""RAM / RAM++ structure and configuration: full-size parameter names/shapes against the spec's
+"""RAM / RAM++ structure and configuration: full-size parameter names/shapes against the reference's
 key lists (tests/fixtures/ram_keys/ram_keys_*.tsv), published parameter counts, configs and registration."""
 import json
 
@@ -18,7 +18,7 @@ from tests.fixtures.ram.loader import fixture_config
 
 SPECS = FIXTURES / "ram_keys"
 BUFFERS = ("relative_position_index", "attn_mask", "position_ids")
-# spec §4/§5: unique parameter counts at 384 px (RAM with its caption modules)
+# docs/ram.md#parameters: unique parameter counts at 384 px (RAM with its caption modules)
 COUNTS = {"ram_plus_swin_l_384": 329_493_046, "ram_swin_l_384": 469_148_785,
           "ram_plus_swin_b_384": 220_910_970, "ram_swin_b_384": 360_566_709}
 
@@ -66,6 +66,29 @@ def test_tiny_models_have_their_expected_shapes():
         swin = {p.name: tuple(p.shape) for p in model.visual_encoder.get_parameters()}
         swin = {k[len("visual_encoder."):]: v for k, v in swin.items()}
         assert {p.name: tuple(p.shape) for p in model.get_parameters()} == expected_shapes(config, swin)
+
+
+def test_model_class_for_names_configs_directories_and_checkpoints(tmp_path):
+    assert ram.model_class_for("ram_swin_l_384") is ram.RAM
+    assert ram.model_class_for("ram_plus_swin_b_384") is ram.RAMPlus
+    assert ram.model_class_for(fixture_config("ram")) is ram.RAM
+    assert ram.model_class_for({"model_type": "ram_plus"}) is ram.RAMPlus
+    fixture_config("ram").save(tmp_path / "config.yaml")
+    assert ram.model_class_for(tmp_path) is ram.RAM  # a directory: its config.yaml
+    (tmp_path / "ram_plus_tiny.ckpt").write_bytes(b"")
+    assert ram.model_class_for(tmp_path / "ram_plus_tiny.ckpt") is ram.RAMPlus  # no sidecar: the file name
+    fixture_config("ram").save(tmp_path / "ram_plus_tiny.yaml")
+    assert ram.model_class_for(tmp_path / "ram_plus_tiny.ckpt") is ram.RAM  # the sidecar wins
+
+
+def test_layer_ids_for_layer_decay():
+    model = ram.RAMPlus(fixture_config("ram_plus"))
+    depths = model.config.swin_config.depths
+    assert model.num_layer_ids == sum(depths) + 2
+    ids = {p.name: model.layer_id(p.name) for p in model.trainable_params()}
+    assert ids["visual_encoder.patch_embed.proj.weight"] == 0
+    assert ids["visual_encoder.norm.weight"] == ids["fc.weight"] == ids["image_proj.weight"] == sum(depths) + 1
+    assert set(ids.values()) == set(range(model.num_layer_ids))
 
 
 def test_tied_caption_weights_are_shared_objects():

@@ -1,4 +1,4 @@
-"""Open-set tagging (spec §9) with a tiny CLIP text tower: prompt/description texts, embeddings,
+"""Open-set tagging (docs/ram.md#open-set) with a tiny CLIP text tower: prompt/description texts, embeddings,
 the installed vocabulary and thresholds, the on-disk cache, and the return to the closed set."""
 import numpy as np
 import pytest

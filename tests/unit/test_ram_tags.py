@@ -1,4 +1,4 @@
-"""Tag selection semantics of RAM / RAM++ (spec §8.1 steps 9-10, §8.3): per-tag thresholds from the
+"""Tag selection semantics of RAM / RAM++ (docs/ram.md#tag-selection): per-tag thresholds from the
 file, strict '>', threshold-1.0 tags, user overrides, delete_tag_index, Chinese trailing spaces,
 empty results, and the shipped data files."""
 import numpy as np

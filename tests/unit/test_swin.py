@@ -21,7 +21,7 @@ TINY = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=
 
 
 def tsv_shapes(name):
-    """``{torch name: shape}`` of the ``visual_encoder.*`` rows of a spec key list (buffers included)."""
+    """``{torch name: shape}`` of the ``visual_encoder.*`` rows of a reference key list (buffers included)."""
     path = SPECS / f"ram_keys_{name}.tsv"
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
     return {n: tuple(json.loads(s)) for n, s, _ in rows if n.startswith(PREFIX)}
@@ -56,7 +56,7 @@ def test_swin_l_384_has_the_reference_parameters():
     torch_names = to_torch_swin_state_dict({PREFIX + k: k for k in shapes})
     assert {name: shapes[ours] for name, ours in torch_names.items()} == \
         {k: v for k, v in expected.items() if not is_swin_buffer(k)}
-    assert sum(int(np.prod(s)) for s in shapes.values()) == 195_198_516  # spec §2.2
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 195_198_516  # docs/ram.md#swin-encoder
     shifted = [b for layer in model.layers for b in layer.blocks if b.attn_mask is not None]
     assert [tuple(b.attn_mask.shape) for b in shifted[:3]] == [(64, 144, 144), (16, 144, 144), (4, 144, 144)]
     assert len(shifted) == 11 and model.layers[3].blocks[1].shift_size == 0  # stage 3: global attention

@@ -231,12 +231,12 @@ def convert_file(torch_path, mindspore_path, model_name=None, overwrite=False):
 
     Accepts OpenAI TorchScript ``.pt``, open_clip ``.bin/.pt/.pth/.safetensors`` (``state_dict``
     wrappers and ``module.`` prefixes included) and Hugging Face CLIP folders. Output paths are checked
-    before the weights are read (:func:`mindram.checkpoint.output.check_outputs`); both files are written
+    before the weights are read (:func:`mindram.models.convert_utils.check_outputs`); both files are written
     atomically and the checkpoint is re-opened and checked; an existing ``<stem>.yaml`` with another config
     is kept unless ``overwrite``. Returns a report dict (architecture, activation, missing/unexpected keys).
     """
     from ...checkpoint import load_torch_state_dict
-    from ...checkpoint.output import check_outputs, resolve_model_name, save_converted
+    from ..convert_utils import check_outputs, resolve_model_name, save_converted
     record = resolve_model_name(FAMILY, model_name) if model_name is not None else None
     source_file, hidden_act, fmt = _source_file(torch_path)
     check_outputs(mindspore_path, inputs=[source_file])
@@ -284,7 +284,7 @@ def main(argv=None):
 
     Returns the exit code: 0, or 2 with one line on stderr (``--debug``: the traceback).
     """
-    from ...checkpoint.output import converter_parser, run_converter
+    from ..convert_utils import converter_parser, run_converter
     parser = converter_parser("Convert PyTorch CLIP weights to a MindSpore checkpoint")
     parser.add_argument("--torch_path", required=True,
                         help="OpenAI .pt, open_clip .bin/.pt/.pth/.safetensors, or a Hugging Face CLIP folder")

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ...errors import ConfigError, DataError
+from ..image_processing_utils import BaseImageProcessor
+from .configuration import CLIPConfig
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +140,12 @@ def _center_crop_or_pad(img: Image.Image, size: int, fill: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-class CLIPImageProcessor:
+class CLIPImageProcessor(BaseImageProcessor):
     """Eval-time CLIP preprocessing, identical to open_clip 3.3.0's ``image_transform(..., is_train=False)``.
+
+    ``CLIPImageProcessor.from_pretrained("clip_vit_h_14.dfn5b")`` is the preprocessing of those weights (the
+    architecture's image size and the catalog's mean/std/resize mode); ``CLIPImageProcessor(image_size=224)``
+    is OpenAI's, which is wrong for weights the catalog gives other statistics or a squash resize.
 
     Args:
         image_size: output side S; the result is ``(3, S, S)`` per image.
@@ -166,6 +172,8 @@ class CLIPImageProcessor:
     (0..65535, 'I' outside that range is a DataError) scaled by 1/257 to 'L'; 'F' is float data that must lie
     in [0, 1] and becomes ``rint(x * 255)``, like a float array.
     """
+
+    config_class = CLIPConfig
 
     def __init__(self, image_size: int = 224, mean: Union[float, Sequence[float]] = OPENAI_MEAN,
                  std: Union[float, Sequence[float]] = OPENAI_STD, interpolation: str = "bicubic",

@@ -17,6 +17,8 @@ from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
 from ...utils.graph import run_in_graph_mode
 from ..modeling_utils import PreTrainedModel
 from .configuration import CLIPConfig
+from .image_processing import CLIPImageProcessor
+from .tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": ms.float32, "float16": ms.float16}
 
@@ -92,10 +94,15 @@ class CLIPModel(PreTrainedModel):
 
     ``get_image_features``/``get_text_features`` return projected, *un-normalised* features and run as
     a compiled graph (see :mod:`mindram.utils.graph`); ``construct`` is graph- and PyNative-safe.
+    ``model.image_processor`` is the preprocessing of its weights (its image size and the catalog's
+    mean/std/resize mode for the name it was loaded as); ``model.tokenizer`` the shared CLIP tokenizer.
     """
 
     config_class = CLIPConfig
     family = "clip"
+    image_processor_class = CLIPImageProcessor
+    tokenizer_class = CLIPTokenizer
+    checkpoint_marker = "visual.conv1.weight"
 
     def __init__(self, config=None):
         config = config if config is not None else CLIPConfig()

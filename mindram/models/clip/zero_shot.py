@@ -24,18 +24,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...errors import ConfigError
+from ...utils.arrays import l2_normalize
 from .tokenizer import CLIPTokenizer, tokenize
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_FILE = Path(__file__).resolve().parent / "imagenet_zeroshot.json"
 Template = Union[str, Callable[[str], str]]
-
-
-def l2_normalize(x, eps=1e-12):
-    """``x / max(||x||, eps)`` over the last axis, in float32 (torch ``F.normalize``)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(eps))
 
 
 def bucket_size(n, batch_size):
@@ -163,7 +158,7 @@ def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequ
             ids = tokenize_with(tokenizer, texts, model.context_length)
             feats = l2_normalize(encode_in_batches(encode, ids, batch_size))
             mean = feats.reshape(len(names), num_templates, -1).mean(axis=1)
-            columns.append(mean / np.linalg.norm(mean, axis=-1, keepdims=True))
+            columns.append(l2_normalize(mean))
             bar.update(len(names))
     logger.debug("built a zero-shot classifier: %d classes x %d templates", len(classnames), num_templates)
     return np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)

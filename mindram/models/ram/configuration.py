@@ -40,7 +40,7 @@ class BertConfig(BaseConfig):
     """A BLIP-style BERT stack; the defaults are the tagging head's ``q2l_config.json``.
 
     ``vocab_size`` and ``max_position_embeddings`` only matter where embeddings
-    exist (the RAM caption modules); the tagging head has none (spec §3.1).
+    exist (the RAM caption modules); the tagging head has none (docs/ram.md#tagging-head).
     """
 
     hidden_size: int = 768
@@ -65,7 +65,7 @@ class RAMConfig(PretrainedConfig):
     """RAM (``model_type: ram``) or RAM++ (``ram_plus``): Swin encoder + Query2Label tagging head.
 
     Tag files (``tag_list``, ``tag_list_chinese``, ``threshold_file``) are names inside the package's
-    ``models/ram/data`` folder or paths. Thresholds follow the reference (spec §8.3): every tag
+    ``models/ram/data`` folder or paths. Thresholds follow the reference (docs/ram.md#tag-selection): every tag
     starts at ``threshold``, then entry k of ``threshold_file`` overrides tag k.
     ``caption_modules`` (RAM only) adds the captioning-only ``tag_encoder``/``text_decoder`` that
     the RAM checkpoint carries; inference never uses them, so they are off by default.

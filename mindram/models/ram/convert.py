@@ -1,6 +1,6 @@
 """recognize-anything RAM / RAM++ state dicts ↔ mindram names (pure functions, no torch), and the CLI.
 
-:func:`convert_state_dict` (torch → mindram), in the order of the reference loader (spec §11):
+:func:`convert_state_dict` (torch → mindram), in the order of the reference loader (docs/ram.md#conversion):
 - ``visual_encoder.*``: :func:`mindram.models.swin.convert_swin_state_dict` (``mlp.fc1/fc2`` →
   ``mlp.c_fc/c_proj``; ``relative_position_index``/``attn_mask`` buffers dropped and recomputed);
 - ``vision_multi.*`` (older checkpoints) → ``tagging_head.*``; ``reweight_scale`` 0-d → (1,);
@@ -162,7 +162,7 @@ def convert_file(torch_path, mindspore_path, model_type=None, vit=None, model_na
     existing ``<stem>.yaml`` with another config is kept unless ``overwrite``. Returns a report dict.
     """
     from ...checkpoint import load_torch_state_dict
-    from ...checkpoint.output import check_outputs, resolve_model_name, save_converted
+    from ..convert_utils import check_outputs, resolve_model_name, save_converted
     from ..swin import SwinTransformer
     wanted = resolve_model_name(FAMILY, model_name).arch if model_name else None
     check_outputs(mindspore_path, inputs=[torch_path])
@@ -208,7 +208,7 @@ def _convert(args):
 def main(argv=None):
     """Command line: ``--torch_path --mindspore_path [--model_type --vit | --model_name] [--caption_modules]
     [--overwrite --verbose --debug]``. Returns the exit code: 0, or 2 with one line on stderr."""
-    from ...checkpoint.output import converter_parser, run_converter
+    from ..convert_utils import converter_parser, run_converter
     parser = converter_parser("Convert recognize-anything RAM / RAM++ weights to MindSpore")
     parser.add_argument("--torch_path", required=True, help="ram_plus_swin_large_14m.pth, ram_swin_large_14m.pth ...")
     parser.add_argument("--mindspore_path", required=True,

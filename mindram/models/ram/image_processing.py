@@ -1,4 +1,4 @@
-"""RAM / RAM++ inference preprocessing (reference ``ram/transform.py:get_transform``, spec §7).
+"""RAM / RAM++ inference preprocessing (reference ``ram/transform.py:get_transform``).
 
 ``convert("RGB")`` → PIL bilinear (antialiased) resize straight to S×S (aspect ratio not kept) →
 /255 → ImageNet mean/std. This is :class:`CLIPImageProcessor` in ``squash`` mode with bilinear
@@ -8,13 +8,17 @@ alpha images.
 """
 from ...errors import ConfigError
 from ..clip.image_processing import CLIPImageProcessor
+from .configuration import RAMConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class RAMImageProcessor(CLIPImageProcessor):
-    """``RAMImageProcessor(image_size=384)(images)`` → float32 (N, 3, S, S); inputs as for CLIPImageProcessor."""
+    """``RAMImageProcessor(image_size=384)(images)`` → float32 (N, 3, S, S); inputs as for CLIPImageProcessor.
+    ``RAMImageProcessor.from_pretrained("ram_plus_swin_l_384")`` takes the size from the model's config."""
+
+    config_class = RAMConfig
 
     def __init__(self, image_size=384, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear",
                  resize_mode="squash", apply_exif_orientation=False, alpha_background=None, fill_color=0):

@@ -4,7 +4,7 @@ Parameter names mirror the reference state dict (``visual_encoder.*``, ``label_e
 ``reweight_scale``, ``image_proj``, ``wordvec_proj``, ``tagging_head.encoder.layer.N.*``, ``fc``;
 RAM's optional ``tag_encoder``/``text_decoder``), so conversion is nearly the identity.
 
-``model(pixel_values[, label_embed])`` returns the (N, K) tag logits in every mode (spec §8):
+``model(pixel_values[, label_embed])`` returns the (N, K) tag logits in every mode (docs/ram.md#inference):
 - RAM:   queries = ReLU(wordvec_proj(label_embed)) for every image;
 - RAM++: the projected pooled token c/‖c‖ weights each tag's D description embeddings with
   softmax(exp(reweight_scale)·c·eᵀ) over D; queries = ReLU(wordvec_proj(weighted sum));
@@ -12,6 +12,7 @@ then the 2-layer cross-attention-only BERT attends to all projected image tokens
 one logit per tag. :class:`RAMTaggingHead` is the same head alone, fed with image embeddings.
 """
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import mindspore as ms
@@ -19,10 +20,11 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ...errors import ConfigError
 from ...layers import Linear
+from ...utils.arrays import l2_normalize
 from ...utils.graph import run_in_graph_mode
 from ...utils.random import init_rng
 from ..modeling_utils import PreTrainedModel
-from ..swin import SwinTransformer
+from ..swin import SwinTransformer, swin_layer_id, swin_num_layer_ids
 from . import openset, tags
 from .bert import BertLMHeadModel, BertModel
 from .configuration import FAMILY, RAMConfig
@@ -30,9 +32,7 @@ from .image_processing import RAMImageProcessor
 
 
 def _unit_rows(shape, rng):
-    x = rng.standard_normal(shape, dtype=np.float32)
-    x /= np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return x
+    return l2_normalize(rng.standard_normal(shape, dtype=np.float32))
 
 
 class TaggingHeadMixin:
@@ -107,6 +107,8 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
 
     config_class = RAMConfig
     family = FAMILY
+    image_processor_class = RAMImageProcessor
+    checkpoint_marker = "label_embed"
     model_type = None
 
     def __init__(self, config=None):
@@ -121,7 +123,6 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
         self._build_head(config)
         if config.caption_modules:
             self._build_caption_modules(config)
-        self.image_processor = RAMImageProcessor(image_size=config.image_size)
         self.clear_open_set_tags()
 
     def _build_caption_modules(self, config):
@@ -142,12 +143,29 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
     def construct(self, pixel_values, label_embed=None):
         return self.head_logits(self.visual_encoder(pixel_values), label_embed)
 
+    # ---- layer-wise learning-rate decay (mindram.trainer.optim.layer_decay_adamw) ----
+    @property
+    def num_layer_ids(self):
+        """L: the Swin encoder's layer ids (``models/swin/layer_ids.py``); everything after it shares the top one."""
+        return swin_num_layer_ids(self.config.swin_config.depths)
+
+    def layer_id(self, param_name):
+        """Layer id in ``[0, num_layer_ids)`` of a parameter: the Swin rule in the encoder, L − 1 (full lr) for
+        the final norm and everything after the encoder (image_proj, reweighting, wordvec_proj, head, fc)."""
+        prefix = "visual_encoder."
+        if param_name.startswith(prefix):
+            return swin_layer_id(param_name[len(prefix):], self.config.swin_config.depths)
+        return self.num_layer_ids - 1
+
     # ---- vocabulary, thresholds, open set ----
     def clear_open_set_tags(self):
         """Back to the closed-set vocabulary, thresholds, label embeddings and delete_tag_index of the config."""
         config = self.config
-        self.tag_list = tags.read_tag_list(config.data_path(config.tag_list))
-        self.tag_list_chinese = tags.read_tag_list(config.data_path(config.tag_list_chinese))
+        try:
+            self.tag_list = tags.read_tag_list(config.data_path(config.tag_list))
+            self.tag_list_chinese = tags.read_tag_list(config.data_path(config.tag_list_chinese))
+        except FileNotFoundError as e:
+            raise ConfigError(f"RAMConfig: {e}") from e
         for name, names in (("tag_list", self.tag_list), ("tag_list_chinese", self.tag_list_chinese)):
             if len(names) != config.num_tags:
                 raise ConfigError(f"RAMConfig.{name}: {config.data_path(getattr(config, name))} has {len(names)} "
@@ -172,7 +190,7 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
 
     def open_set_vocabulary(self, tag_names, descriptions=None, threshold=0.5, tag_names_chinese=None,
                             clip_model=openset.DEFAULT_CLIP, cache=True):
-        """The open-set vocabulary of ``tag_names`` (spec §9), built without changing this model.
+        """The open-set vocabulary of ``tag_names`` (docs/ram.md#open-set), built without changing this model.
 
         ``tag_names``: a list of distinct non-empty names, or one comma-separated string (``"cat, dog"``).
         Every tag gets ``threshold`` (reference: 0.5). RAM++ encodes ``descriptions`` (``{tag: [strings]}``,
@@ -263,3 +281,24 @@ class RAMPlus(RAMBase):
     """RAM++: image-weighted description embeddings per tag (``ram_plus_swin_l_384``, ``ram_plus_swin_b_384``)."""
 
     model_type = "ram_plus"
+
+
+MODEL_CLASSES = {cls.model_type: cls for cls in (RAM, RAMPlus)}
+
+
+def model_class_for(name_or_path_or_config):
+    """:class:`RAM` or :class:`RAMPlus` for a :class:`RAMConfig` (or a mapping of its fields), a RAM name
+    (``ram_swin_l_384``, ``ram_plus_swin_l_384``), a directory (``config.yaml``), or a checkpoint file (its
+    ``<stem>.yaml`` sidecar, else ``ram_plus`` in the file name)."""
+    spec = name_or_path_or_config
+    if isinstance(spec, dict):
+        spec = RAMConfig.from_dict(spec)
+    if isinstance(spec, RAMConfig):
+        return MODEL_CLASSES[spec.model_type]
+    path = Path(str(spec)).expanduser()
+    if path.is_file():
+        sidecar = path.with_suffix(".yaml")
+        if sidecar.is_file():
+            return MODEL_CLASSES[RAMConfig.from_yaml(sidecar).model_type]
+        return RAMPlus if "ram_plus" in path.name else RAM
+    return MODEL_CLASSES[RAMConfig.from_pretrained(str(spec)).model_type]

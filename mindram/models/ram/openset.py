@@ -1,4 +1,4 @@
-"""Open-set label embeddings from the CLIP ViT-B/16 text tower (spec §9).
+"""Open-set label embeddings from the CLIP ViT-B/16 text tower (docs/ram.md#open-set).
 
 - RAM++ (``ram_plus``): each tag has D description strings (the reference's LLM file: string 0 is
   ``'a photo of a <tag>.'`` followed by GPT descriptions); every string is tokenized (77 tokens,
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
+from ...utils.arrays import l2_normalize
 from ...utils.io import atomic_write, mindram_home
 from .tags import parse_tag_names
 
@@ -88,16 +89,12 @@ def description_texts(tags, descriptions):
     return texts
 
 
-def _normalize(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 def encode_texts(clip_model, texts, batch_size=256):
     """L2-normalised CLIP text features (N, D) of ``texts``."""
     from ..clip import tokenize
     feats = [clip_model.get_text_features(tokenize(texts[i:i + batch_size], clip_model.context_length)).asnumpy()
              for i in range(0, len(texts), batch_size)]
-    return _normalize(np.concatenate(feats).astype(np.float32))
+    return l2_normalize(np.concatenate(feats))
 
 
 def _load_clip(clip_model):
@@ -190,7 +187,7 @@ def build_label_embed(model_type, tags, descriptions=None, clip_model=DEFAULT_CL
             return embed
     per_tag = len(texts[0])
     flat = encode_texts(model, [s for t in texts for s in t]).reshape(len(tags), per_tag, -1)
-    embed = flat if model_type == "ram_plus" else _normalize(flat.mean(axis=1))
+    embed = flat if model_type == "ram_plus" else l2_normalize(flat.mean(axis=1))
     if path is not None:
         _write_cache(path, embed)
     return embed

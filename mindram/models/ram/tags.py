@@ -1,7 +1,7 @@
-"""Tag vocabularies, per-tag thresholds and the reference's tag selection (spec §8.1 steps 9–10, §8.3).
+"""Tag vocabularies, per-tag thresholds and the reference's tag selection (docs/ram.md#tag-selection).
 
 - Lists are read like the reference: ``read().splitlines()``, no stripping (2579 Chinese names end
-  in a space and keep it).
+  in a space and keep it) — :func:`read_tag_list`, the package's one reader (``mindram/utils/tag_lists.py``).
 - Thresholds: every tag starts at the default, then entry k of the threshold file overrides tag k.
 - A tag is output when its sigmoid score is STRICTLY greater than its threshold (a 1.0 threshold
   never fires), then the ``delete_tag_index`` columns are cleared; names are joined with ' | ' in
@@ -13,23 +13,15 @@
 """
 import dataclasses
 from collections.abc import Iterable, Mapping, Set
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import ConfigError, DataError
+from ...utils.tag_lists import read_tag_list
 from ...utils.validation import check_threshold
 
 SEPARATOR = " | "
-
-
-def read_tag_list(path):
-    """Lines of a tag file, unstripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"tag list not found: {path}")
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def parse_tag_names(names, name="open_set_tags"):
@@ -61,8 +53,12 @@ def read_thresholds(path, num_tags, default):
     thresholds = np.full(num_tags, check_threshold(default, "default threshold"), dtype=np.float32)
     if path is None:
         return thresholds
+    try:
+        lines = read_tag_list(path)
+    except FileNotFoundError as e:
+        raise ConfigError(f"threshold file not found: {path}") from e
     values = []
-    for lineno, line in enumerate(read_tag_list(path), 1):
+    for lineno, line in enumerate(lines, 1):
         try:
             value = float(line.strip())
         except ValueError as e:

@@ -1,5 +1,5 @@
 """Swin Transformer image encoder of RAM / RAM++ / Tag2Text, computing what recognize-anything's
-``ram/models/swin_transformer.py`` computes (spec ram.md §2.2).
+``ram/models/swin_transformer.py`` computes (docs/ram.md#swin-encoder).
 
 ``SwinTransformer(config)(pixel_values)`` maps (B, in_chans, S, S) images to (B, 1 + L, C): the
 average of the final-normed tokens, then the L tokens of the last stage (L = 144 and C = 1536 for
@@ -10,7 +10,7 @@ that each block's MLP is the shared :class:`~mindram.layers.MLP` (``mlp.c_fc``/`
 torch's ``mlp.fc1``/``mlp.fc2``); :mod:`.convert` maps the names. The torch buffers
 ``relative_position_index`` and ``attn_mask`` are recomputed here as constant tensors, not parameters.
 
-CPU layout choices (specs/performance.md): the patch embedding is one GEMM, every linear layer a 2-D
+CPU layout choices (docs/performance.md#layout): the patch embedding is one GEMM, every linear layer a 2-D
 MatMul, q/k/v are split along features. The cyclic shift and the window partition are one fixed
 permutation of the tokens, so each block gathers its tokens into window order with a constant index
 and gathers them back with the inverse (MindSpore 2.10 has no CPU kernel for ``Roll``).

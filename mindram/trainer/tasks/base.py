@@ -1,9 +1,13 @@
-"""Shared machinery of the tasks: building model/processor/data from a run config, the training loop
-(accumulation, clipping, logit-scale clamp, NaN stop, checkpoints, exact resume), logging and metrics files.
+"""What every task shares: building the model and processors from a run config (through the registry and the
+model class's declarations, never by family name), the training loop (accumulation, clipping, logit-scale clamp,
+NaN stop, checkpoints, exact resume), logging and metrics files.
 
-Hooks a task overrides (defaults are the CLIP tasks'): ``default_arch`` / ``model_class`` (which model a bare
-name builds), ``dataset`` (the batched pipeline), ``network_with_loss`` (model + loss cell), ``train_inputs``
-(the step cell's inputs from one batch), ``build_optimizer`` and ``current_learning_rate``."""
+A task subclass supplies the family- or task-specific parts: ``dataset`` (the batched pipeline) and
+``network_with_loss`` (model + loss cell), and may override ``default_arch`` / ``model_class`` (which model a
+bare name builds), ``train_inputs`` (the step cell's inputs from one batch), ``build_optimizer``,
+``current_learning_rate``, ``evaluate`` and ``predict``. See ``docs/architecture.md``.
+"""
+import abc
 import json
 import logging
 import math
@@ -15,10 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ... import catalog
-from ...data import build_clip_dataset, steps_per_epoch
+from ...data import steps_per_epoch
 from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
-from ...losses import CLIPWithLoss
-from ...models.clip import CLIPImageProcessor, tokenize
 from ...models.modeling_utils import read_checkpoint
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
@@ -27,7 +29,7 @@ from ..checkpointing import (TRAIN_LOG, check_resume_settings, list_checkpoints,
                              read_trainer_state, refuse_previous_run, remove_previous_run,
                              remove_stale_temporaries, resolve_checkpoint, rewind_run, save_checkpoint)
 from ..optim import build_lr_schedule, build_optimizer, current_lr
-from ..run_config import build_source, validate_run_config
+from ..run_config import build_image_processor, build_source, build_tokenizer, validate_run_config
 from ..train_step import AccumulateStep, ApplyStep, TrainStep
 
 logger = logging.getLogger(__name__)
@@ -38,16 +40,24 @@ def write_json(path, data):
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=float), encoding="utf-8")
 
 
-class BaseTask:
-    """Holds the run config and builds what a task needs, lazily."""
+class BaseTrainer(abc.ABC):
+    """Holds the run config and builds what a task needs, lazily.
+
+    Class attributes a task sets: ``name`` (the MindFormers task name), ``default_arch`` (the registered model
+    built when the run config names no ``model.arch.type``), ``default_config`` (the run YAML, relative to
+    ``mindram/configs``, of ``Trainer(task=name)`` without a config) and ``requires_pretrained_weights``
+    (``Trainer(model=<name>)`` must find that name's converted checkpoint instead of starting from random
+    weights: a task without a training stage).
+    """
 
     name = None
-    supports = ("train", "eval", "predict")
-    default_arch = "CLIPModel"   # model.arch.type when the run config names none
+    default_arch = None
+    default_config = None
+    requires_pretrained_weights = False
 
     def __init__(self, config, model=None, train_source=None, eval_source=None):
         self.config = config
-        self.args = validate_run_config(config)
+        self.args = validate_run_config(config, default_arch=self.default_arch)
         self._model = model
         self._train_source, self._eval_source = train_source, eval_source
         self.output_dir = Path(self.args.output_dir)
@@ -104,21 +114,15 @@ class BaseTask:
         return record.checkpoint_path
 
     def image_processor(self):
-        cfg = dict((self.config.get("processor") or {}).get("image_processor") or {})
-        cfg.setdefault("image_size", self.model.config.vision_config.image_size)
+        """The run config's ``processor.image_processor`` built through the registry for this model (default:
+        the model's ``image_processor_class``; the catalog's preprocessing of ``trainer.model_name`` or of the
+        weights the model was loaded as, then the section's keys)."""
         name = (self.config.get("trainer") or {}).get("model_name")
-        if name:
-            try:
-                for key, value in catalog.resolve("clip", name).preprocess.items():
-                    cfg.setdefault(key, value)
-            except KeyError:
-                pass
-        return CLIPImageProcessor.from_dict(cfg)
+        return build_image_processor(self.config.get("processor"), self.model, name=name)
 
-    @property
-    def context_length(self):
-        return int((self.config.get("processor") or {}).get("context_length")
-                   or self.model.config.text_config.max_position_embeddings)
+    def tokenizer(self):
+        """The run config's ``processor.tokenizer`` built through the registry, else the model's tokenizer."""
+        return build_tokenizer(self.config.get("processor"), self.model)
 
     def source(self, section):
         given = self._train_source if section == "train_dataset" else self._eval_source
@@ -130,19 +134,11 @@ class BaseTask:
                               f"{section}.data_loader in the run config (or --{section}_dir)")
         return build_source(cfg["data_loader"].to_dict())
 
+    @abc.abstractmethod
     def dataset(self, section, batch_size, shuffle, start_epoch=0, start_step=0, train_transform=False,
-                drop_remainder=True, return_index=False, substitute_unreadable=True):
-        """The batched pipeline over ``section``'s source (:func:`~mindram.data.build_clip_dataset`): training
-        substitutes an unreadable image by the next readable one; evaluation passes
-        ``substitute_unreadable=False`` and drops the rows flagged ``readable=False``."""
-        cfg = self.config.get(section) or {}
-        return build_clip_dataset(self.source(section), self.image_processor(), tokenize, batch_size=batch_size,
-                                  shuffle=cfg.get("shuffle", shuffle), num_workers=cfg.get("num_workers",
-                                                                                             self.args.num_workers),
-                                  drop_remainder=drop_remainder, seed=self.args.seed,
-                                  context_length=self.context_length, train_transform=train_transform,
-                                  start_epoch=start_epoch, start_step=start_step, return_index=return_index,
-                                  substitute_unreadable=substitute_unreadable)
+                drop_remainder=True, return_index=False):
+        """The batched ``mindspore.dataset`` pipeline over ``section``'s source (:meth:`source`), resumable at
+        ``(start_epoch, start_step)``; its first columns are what :meth:`train_inputs` passes to the step."""
 
     def save_metrics(self, name, metrics):
         """Write ``<name>_metrics.json`` into ``output_dir`` atomically (a reader sees the old or the new file).
@@ -154,11 +150,13 @@ class BaseTask:
         logger.info("%s metrics: %s", name, json.dumps(metrics, default=float))
 
     # ---- training loop ----
+    @abc.abstractmethod
     def network_with_loss(self):
-        return CLIPWithLoss(self.model)
+        """The cell the training step differentiates: ``network(*train_inputs(batch)) -> loss``."""
 
     def train_inputs(self, batch):
-        """The training step cell's inputs from one batch of the training pipeline (CLIP: pixels, token ids)."""
+        """The training step cell's inputs from one batch of the training pipeline (default: its first two
+        columns, e.g. pixels and token ids)."""
         return batch[0], batch[1]
 
     def build_optimizer(self, schedule):

@@ -9,15 +9,12 @@ from ...errors import ConfigError, DataError
 from ...metrics import retrieval_recall_at_k, topk_accuracy
 from ...models.clip.zero_shot import (build_zero_shot_classifier, check_templates, encode_in_batches,
                                       imagenet_classnames_and_templates)
+from ...utils.arrays import l2_normalize
 
 logger = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ["a photo of a {}."]
 #: how many unreadable items the metrics (``skipped``) and the evaluation's warning name
 MAX_SKIPPED_LISTED = 20
-
-
-def _normalize(x):
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def resolve_templates(spec):
@@ -100,9 +97,9 @@ def dataset_features(task, source, batch_size, with_text=True):
         logger.warning("evaluation: %d of %d items of %s could not be read and are left out of every metric: %s%s",
                        len(names), total, type(source).__name__, ", ".join(names[:MAX_SKIPPED_LISTED]),
                        " ..." if len(names) > MAX_SKIPPED_LISTED else "")
-    return {"image": _normalize(np.concatenate(images)),
+    return {"image": l2_normalize(np.concatenate(images)),
             "label": np.concatenate(labels) if labels else None,
-            "text": _normalize(np.concatenate(texts)) if texts else None,
+            "text": l2_normalize(np.concatenate(texts)) if texts else None,
             "text_owner": np.concatenate(text_owner) if text_owner else None,
             "skipped": names}
 
@@ -116,7 +113,7 @@ def skipped_metrics(features):
 def zero_shot_metrics(task, features, source):
     names = class_names_for(task, source)
     templates = resolve_templates((task.config.get("zero_shot") or {}).get("templates"))
-    classifier = build_zero_shot_classifier(task.model, names, templates)
+    classifier = build_zero_shot_classifier(task.model, names, templates, tokenizer=task.tokenizer())
     logits = 100.0 * features["image"] @ classifier
     accuracy = topk_accuracy(logits, features["label"], ks=(1, 5) if len(names) >= 5 else (1,))
     metrics = {f"zero_shot_{k}": v for k, v in accuracy.items()}

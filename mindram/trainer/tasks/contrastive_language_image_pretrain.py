@@ -1,14 +1,17 @@
 """Task ``contrastive_language_image_pretrain``: train CLIP with the symmetric contrastive loss; evaluate
 image↔text retrieval recall@1/5/10 on a held-out split (and zero-shot accuracy when it has class labels)."""
 from ...registry import MindFormerModuleType, MindFormerRegister
-from .base import BaseTask
 from .clip_eval import dataset_features, retrieval_metrics, skipped_metrics, zero_shot_metrics
+from .image_text import ImageTextTrainer
 from .zero_shot_image_classification import zero_shot_predict
 
 
 @MindFormerRegister.register(MindFormerModuleType.TRAINER)
-class ContrastiveLanguageImagePretrainTrainer(BaseTask):
+class ContrastiveLanguageImagePretrainTrainer(ImageTextTrainer):
+    """Contrastive training of an image–text dual encoder; retrieval (and zero-shot) evaluation."""
+
     name = "contrastive_language_image_pretrain"
+    default_config = "clip/run_clip_vit_b_32_pretrain_flickr8k.yaml"
 
     def evaluate(self):
         """Retrieval recall@K (image→text, text→image); zero-shot top-1/5 when the eval set has labels.

@@ -1,31 +1,23 @@
-"""Task ``image_tagging``: train, evaluate and predict RAM / RAM++ (recognize-anything; spec §8, §12, §13).
+"""Task ``image_tagging``: train, evaluate and predict RAM / RAM++ (recognize-anything; docs/ram.md).
 
-Training loss (spec §12.2), one graph per step through :class:`BaseTask`'s loop (accumulation, clipping,
-checkpoints, exact resume)::
-
-    loss = ASL(γ− 7, γ+ 0, clip 0.05)(tag logits, multi-hot targets)              sum over batch and tags
-         + L1(image_proj(pooled Swin token), teacher CLIP image feature)         mean    (tagging.teacher set)
-         + RAM++: ASL(γ− 4, γ+ 0, clip 0.05)(B×B alignment logits, identity)     sum     (tagging.teacher set)
-
-The alignment logits are the tagging head run with, as queries for every image, ReLU(wordvec_proj(t_j)) of
-the B L2-normalised teacher text features t_j of the batch's captions; target: image i ↔ caption i. The
-frozen teacher (``mindram.CLIPModel``) runs outside the step graph on the dataset's ``teacher_pixel_values``
-/ ``input_ids`` columns, so it is neither trained nor written to the checkpoints. ``label_embed`` is
+Training loss (docs/ram.md#training): :class:`mindram.losses.TaggingWithLoss` (tag loss, plus distillation and RAM++
+alignment when ``tagging.teacher`` is set), one graph per step through :class:`BaseTrainer`'s loop
+(accumulation, clipping, checkpoints, exact resume). The frozen teacher (``mindram.CLIPModel``) runs outside
+the step graph on the dataset's ``teacher_pixel_values`` / ``input_ids`` columns, so it is neither trained nor
+written to the checkpoints. ``label_embed`` is
 frozen (a non-trainable parameter of the model). RAM's caption-generation loss (``loss_t2t``, which needs
 BERT's tokenizer and the caption modules) is not implemented: RAM trains with tag + distillation losses,
 and its ``tag_encoder``/``text_decoder`` (if built) are left out of the optimizer. Student images use the
 model's own preprocessing (``RAMImageProcessor``: ImageNet statistics, as at inference; the reference trains
-with CLIP statistics), overridable in ``processor.image_processor``; the teacher gets OpenAI CLIP statistics.
+with CLIP statistics), overridable in ``processor.image_processor``; the teacher gets its own
+(``teacher.image_processor``: OpenAI CLIP statistics, or the catalog's for its weights).
 
-Layer-wise learning-rate decay (``tagging.layer_decay = d``; SimMIM/Swin fine-tuning rule): with
-L = Σ depths + 2, a parameter of layer id ℓ learns at lr·d^(L−1−ℓ) where ℓ = 0 for the patch embedding (and
-an absolute position embedding), ℓ = 1 + Σ depths[:s] + b for block b of stage s, ℓ = Σ depths[:s+1] (the
-stage's last block) for the patch merging after stage s, and ℓ = L − 1 (full lr) for the final norm and
-everything after the encoder (image_proj, label-embedding reweighting, wordvec_proj, tagging head, fc).
-Weight decay follows the framework's AdamWeightDecay rule (none on norms, biases, 1-D tensors); the
-reference decays everything.
+Layer-wise learning-rate decay (``tagging.layer_decay = d``): :func:`mindram.trainer.optim.layer_decay_adamw`
+with the model's ``layer_id`` (the SimMIM/Swin fine-tuning rule of ``models/swin/layer_ids.py``; full lr
+for everything after the encoder). Weight decay follows the framework's AdamWeightDecay rule (none on norms,
+biases, 1-D tensors); the reference decays everything.
 
-Evaluation (spec §13): scores = sigmoid of the tag logits of the dataset's tags (closed set: the model's
+Evaluation (docs/ram.md#evaluation): scores = sigmoid of the tag logits of the dataset's tags (closed set: the model's
 label embeddings of those tags, by name; ``tagging.open_set`` builds open-set embeddings instead, beside the
 model, which keeps its vocabulary and train/eval mode), a tag predicted when score >= threshold
 (``tagging.threshold``, else ``tagging.threshold_file`` with one value per dataset tag, else the model's
@@ -40,28 +32,26 @@ from typing import Any, Optional
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 from tqdm.auto import tqdm
 
-from ... import catalog
 from ...errors import ConfigError
-from ...losses import AsymmetricLoss, DistillationL1Loss
+from ...losses import ALIGNMENT_LOSS, TAG_LOSS, AsymmetricLoss, TaggingWithLoss
 from ...metrics import tagging_metrics
-from ...models.clip import CLIPConfig, CLIPImageProcessor, CLIPModel, tokenize
+from ...models.clip import CLIPConfig, CLIPModel, tokenize
 from ...models.configuration_utils import BaseConfig
-from ...models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus
+from ...models.ram import model_class_for
 from ...models.ram.tags import read_thresholds
-from ...utils.validation import check_threshold
 from ...registry import MindFormerModuleType, MindFormerRegister
+from ...utils.arrays import l2_normalize
 from ...utils.graph import run_in_graph_mode
-from ..optim import AdamWeightDecay, build_optimizer, current_lr, exclude_from_weight_decay
-from .base import BaseTask
+from ...utils.validation import check_threshold
+from ..optim import AdamWeightDecay, build_optimizer, current_lr, layer_decay_adamw
+from .base import BaseTrainer
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-TAG_LOSS = {"gamma_neg": 7.0, "gamma_pos": 0.0, "clip": 0.05}
-ALIGNMENT_LOSS = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
 TAG_FILE_KEYS = ("tag_list", "tag_list_chinese", "threshold_file")
 CAPTION_MODULES = ("tag_encoder.", "text_decoder.")
 
@@ -138,99 +128,14 @@ def resolve_data_file(value):
     return str(PACKAGE_ROOT / path) if (PACKAGE_ROOT / path).exists() else value
 
 
-def swin_layer_id(name, depths):
-    """Layer id of a model parameter for layer-wise lr decay (module docstring); L − 1 outside the encoder."""
-    last = sum(depths) + 1
-    if not name.startswith("visual_encoder."):
-        return last
-    parts = name.split(".")[1:]
-    if parts[0] in ("patch_embed", "absolute_pos_embed"):
-        return 0
-    if parts[0] == "layers":
-        stage = int(parts[1])
-        if parts[2] == "downsample":
-            return sum(depths[:stage + 1])
-        return sum(depths[:stage]) + int(parts[3]) + 1
-    return last
-
-
-class ScaledLR(nn.learning_rate_schedule.LearningRateSchedule):
-    """``scale × base(step)``: one parameter group's share of a schedule."""
-
-    def __init__(self, base, scale):
-        super().__init__()
-        self.base, self.scale = base, float(scale)
-
-    def value(self, step):
-        return self.scale * self.base.value(step)
-
-    def construct(self, global_step):
-        return self.base(global_step) * self.scale
-
-
-def layer_decay_adamw(params, schedule, depths, layer_decay, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.2):
-    """AdamW whose parameter groups are (layer id, decayed or not) with lr ``ScaledLR(schedule, d^(L−1−ℓ))``."""
-    last = sum(depths) + 1
-    groups = {}
-    for param in params:
-        decay = 0.0 if exclude_from_weight_decay(param.name, param.shape) else float(weight_decay)
-        groups.setdefault((swin_layer_id(param.name, depths), decay), []).append(param)
-    return nn.AdamWeightDecay([{"params": group, "weight_decay": decay,
-                                "lr": ScaledLR(schedule, layer_decay ** (last - layer))}
-                               for (layer, decay), group in sorted(groups.items())],
-                              learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
-
-
-class TaggingWithLoss(nn.Cell):
-    """RAM / RAM++ and its training losses in one cell: ``(pixel_values, labels[, teacher_image_features]
-    [, teacher_text_features]) → loss`` (module docstring). Parameter names stay the model's."""
-
-    def __init__(self, model, tag_loss=None, distillation=False, alignment=False, alignment_loss=None):
-        super().__init__(auto_prefix=False)
-        self.model = model
-        self.tag_loss = tag_loss if tag_loss is not None else AsymmetricLoss(**TAG_LOSS)
-        self.distillation, self.alignment = bool(distillation), bool(alignment)
-        self.distillation_loss = DistillationL1Loss()
-        self.alignment_loss = alignment_loss if alignment_loss is not None else AsymmetricLoss(**ALIGNMENT_LOSS)
-        self.text_at = 1 if self.distillation else 0
-
-    def alignment_logits(self, image_embeds, text_embeds):
-        """(B, B) logits of every image against the B caption queries (RAM++ forward, spec §12.2)."""
-        queries = self.model.wordvec_proj(text_embeds) if self.model.has_wordvec_proj else text_embeds
-        queries = ops.relu(queries)
-        queries = ops.broadcast_to(queries[None], (image_embeds.shape[0],) + queries.shape)
-        hidden = self.model.tagging_head(queries, self.model.image_proj(image_embeds))
-        return self.model.fc(hidden).squeeze(-1)
-
-    def construct(self, pixel_values, labels, *teacher):
-        image_embeds = self.model.visual_encoder(pixel_values)
-        loss = self.tag_loss(self.model.head_logits(image_embeds), labels)
-        if self.distillation:
-            loss = loss + self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), teacher[0])
-        if self.alignment:
-            logits = self.alignment_logits(image_embeds, teacher[self.text_at])
-            loss = loss + self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1], logits.dtype))
-        return loss
-
-
-def _model_type(name_or_path):
-    """'ram' or 'ram_plus' for a RAM name, a directory (config.yaml), or a checkpoint (sidecar yaml / name)."""
-    path = Path(str(name_or_path)).expanduser()
-    if path.is_file():
-        sidecar = path.with_suffix(".yaml")
-        if sidecar.is_file():
-            return RAMConfig.from_yaml(sidecar).model_type
-        return "ram_plus" if "ram_plus" in path.name else "ram"
-    return RAMConfig.from_pretrained(str(name_or_path)).model_type
-
-
 @MindFormerRegister.register(MindFormerModuleType.TRAINER)
-class ImageTaggingTrainer(BaseTask):
+class ImageTaggingTrainer(BaseTrainer):
     """RAM / RAM++ image tagging: ``train`` (losses above), ``evaluate`` (mAP/CP/CR/CF1), ``predict``
     (the ``image_tagging`` pipeline's output). Options: the ``tagging`` section (:class:`TaggingOptions`)."""
 
     name = "image_tagging"
     default_arch = "RAMPlus"
+    default_config = "ram/run_ram_plus_swin_l_384_finetune.yaml"
 
     def __init__(self, config, model=None, train_source=None, eval_source=None):
         super().__init__(config, model=model, train_source=train_source, eval_source=eval_source)
@@ -239,7 +144,8 @@ class ImageTaggingTrainer(BaseTask):
 
     @classmethod
     def model_class(cls, name_or_path):
-        return RAMPlus if _model_type(name_or_path) == "ram_plus" else RAM
+        """RAM or RAMPlus, by the name or the config stored with the checkpoint."""
+        return model_class_for(name_or_path)
 
     def resume_settings(self, num_samples, total_updates):
         """The base task's settings plus the tagging train transform (crop scale, flip), which changes the
@@ -306,22 +212,6 @@ class ImageTaggingTrainer(BaseTask):
     def uses_alignment(self):
         return self.uses_alignment_model and self.teacher is not None
 
-    def image_processor(self):
-        """RAM's preprocessing at the model's size (``processor.image_processor`` keys override it)."""
-        cfg = dict((self.config.get("processor") or {}).get("image_processor") or {})
-        cfg.setdefault("image_size", self.model.config.image_size)
-        return RAMImageProcessor.from_dict(cfg)
-
-    def teacher_image_processor(self):
-        """The teacher CLIP's preprocessing: its size, OpenAI statistics or the catalog's for its weights."""
-        cfg = {"image_size": self.teacher.image_size}
-        if isinstance(self.tagging.teacher, str):
-            try:
-                cfg.update(catalog.resolve("clip", self.tagging.teacher).preprocess)
-            except KeyError:
-                pass
-        return CLIPImageProcessor.from_dict(cfg)
-
     @property
     def context_length(self):
         return self.teacher.context_length if self.teacher is not None else 77
@@ -344,7 +234,7 @@ class ImageTaggingTrainer(BaseTask):
             num_workers=cfg.get("num_workers", self.args.num_workers), drop_remainder=drop_remainder,
             seed=self.args.seed, train_transform=train_transform, train_scale=tuple(self.tagging.train_scale),
             horizontal_flip=self.tagging.horizontal_flip,
-            teacher_processor=self.teacher_image_processor() if training and self.uses_distillation else None,
+            teacher_processor=self.teacher.image_processor if training and self.uses_distillation else None,
             tokenizer_fn=tokenize if align else None, context_length=self.context_length if align else 77,
             start_epoch=start_epoch, start_step=start_step, return_index=return_index)
 
@@ -361,8 +251,7 @@ class ImageTaggingTrainer(BaseTask):
             at += 1
         if self.uses_alignment:
             text = run_in_graph_mode(self.teacher.text, batch[at]).asnumpy()
-            text = text / np.maximum(np.linalg.norm(text, axis=-1, keepdims=True), 1e-12)  # F.normalize
-            inputs.append(Tensor(text, ms.float32))
+            inputs.append(Tensor(l2_normalize(text), ms.float32))  # F.normalize
         return tuple(inputs)
 
     def trainable_parameters(self):
@@ -378,8 +267,8 @@ class ImageTaggingTrainer(BaseTask):
         if not (isinstance(cls, type) and issubclass(cls, AdamWeightDecay)):
             raise ConfigError(f"tagging.layer_decay needs optimizer.type AdamWeightDecay (AdamW), got {cls.__name__}")
         self._base_schedule = schedule
-        return layer_decay_adamw(params, schedule, self.model.config.swin_config.depths, self.tagging.layer_decay,
-                                 **cfg)
+        return layer_decay_adamw(params, schedule, self.model.layer_id, self.model.num_layer_ids,
+                                 self.tagging.layer_decay, **cfg)
 
     def current_learning_rate(self, optimizer):
         """The schedule's (top-layer) rate; with layer decay lower layers get a fraction of it."""

@@ -1,9 +1,9 @@
 """Task ``zero_shot_image_classification``: class embeddings from one or many templates; top-1/top-5."""
 from ...errors import ConfigError
 from ...registry import MindFormerModuleType, MindFormerRegister
-from .base import BaseTask
 from .clip_eval import (class_names_for, dataset_features, resolve_templates, skipped_metrics,
                         zero_shot_metrics)
+from .image_text import ImageTextTrainer
 
 
 def zero_shot_predict(task, input_data, top_k=None):
@@ -17,16 +17,18 @@ def zero_shot_predict(task, input_data, top_k=None):
         labels = class_names_for(task, task.source("eval_dataset"))
     templates = resolve_templates((task.config.get("zero_shot") or {}).get("templates"))
     template = predict_cfg.get("hypothesis_template") or templates[0]
-    classifier = pipeline("zero_shot_image_classification", model=task.model,
-                          image_processor=task.image_processor(), candidate_labels=list(labels),
-                          hypothesis_template=template)
+    classifier = pipeline("zero_shot_image_classification", model=task.model, image_processor=task.image_processor(),
+                          tokenizer=task.tokenizer(), candidate_labels=list(labels), hypothesis_template=template)
     return classifier(input_data, top_k=top_k or predict_cfg.get("top_k") or min(5, len(labels)))
 
 
 @MindFormerRegister.register(MindFormerModuleType.TRAINER)
-class ZeroShotImageClassificationTrainer(BaseTask):
+class ZeroShotImageClassificationTrainer(ImageTextTrainer):
+    """Zero-shot classification with an image–text dual encoder: evaluation and prediction, no training."""
+
     name = "zero_shot_image_classification"
-    supports = ("eval", "predict")
+    default_config = "clip/run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml"
+    requires_pretrained_weights = True
 
     def train(self):
         raise ConfigError("task 'zero_shot_image_classification' has no training stage; train with "

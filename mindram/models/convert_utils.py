@@ -1,10 +1,14 @@
-"""What the weight converters write, and their command-line plumbing.
+"""What the weight converters of every model family write, and their command-line plumbing.
 
 A converter writes a checkpoint (``.ckpt``/``.safetensors``) and its config beside it (``<stem>.yaml``).
 :func:`check_outputs` refuses bad output paths before any weights are read; :func:`save_converted` writes
 both files atomically, never replaces an unrelated ``<stem>.yaml``, and re-opens the checkpoint to check
 its tensors before the converter reports success. :func:`converter_parser` and :func:`run_converter` give
 every converter the same flags and one-line errors (exit code 2, ``--debug`` for the traceback).
+
+Used by ``models/clip/convert.py`` and ``models/ram/convert.py``. It lives under ``models/`` because it
+writes model checkpoints through :mod:`.modeling_utils`; ``mindram/checkpoint/`` only reads PyTorch files
+and knows no model.
 """
 import argparse
 import filecmp
@@ -15,9 +19,9 @@ from pathlib import Path
 
 from .. import catalog
 from ..errors import CheckpointError, ConfigError, OutputExistsError
-from ..models.modeling_utils import check_checkpoint_path, verify_checkpoint, write_checkpoint
 from ..utils.cli import add_debug_flag, configure_logging, run_cli
 from ..utils.io import atomic_write
+from .modeling_utils import check_checkpoint_path, verify_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
