@@ -4,8 +4,13 @@ Architectures are data files ``mindram/configs/<family>/model/<arch>.yaml`` (the
 built by scanning them). Weights are described apart, in ``mindram/configs/<family>/pretrained.yaml``:
 one record per ``arch.tag`` with the architecture it needs, the file name of the converted
 checkpoint, the original file to convert and its preprocessing. A bare MindFormers name
-(``clip_vit_b_32``) stands for its default tag. Nothing is downloaded: checkpoints are looked up
-in ``$MINDRAM_HOME/<family>/`` and a missing one is an error that says what to convert.
+(``clip_vit_b_32``) stands for its default tag. Converted checkpoints are looked up in
+``$MINDRAM_HOME/<family>/``; a record's ``sources`` say where the original weights can be downloaded
+(:mod:`mindram.hub` fetches, verifies and converts them on first use) and a missing checkpoint that
+cannot be fetched is an error that says what to convert.
+
+``$MINDRAM_CATALOG`` (paths separated by ``os.pathsep``) adds folders laid out like ``configs/``
+(``<family>/model/*.yaml``, ``<family>/pretrained.yaml``) whose entries extend or override the built-in ones.
 """
 import dataclasses
 import difflib
@@ -16,10 +21,54 @@ from typing import Optional
 
 from .config import read_yaml
 from .errors import CheckpointError, ConfigError, UnknownNameError
-from .utils.io import mindram_home
+from .utils.io import hub_endpoint, mindram_home
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 PATH_SUFFIXES = (".ckpt", ".safetensors", ".yaml", ".yml")
+
+
+CONVERSIONS = ("clip", "ram")    # a source's ``convert``: the family converter to run; None: a MindSpore checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSource:
+    """Where original weights can be downloaded: a Hugging Face hub file (``repo`` + ``filename``, resolved
+    against ``$MINDRAM_ENDPOINT``/``$HF_ENDPOINT``) or a direct ``url``; ``sha256``/``size`` where published."""
+
+    repo: Optional[str] = None
+    filename: Optional[str] = None
+    revision: str = "main"
+    url_: Optional[str] = None     # a direct URL (``url:`` in pretrained.yaml), used as it is
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+    convert: Optional[str] = None  # one of CONVERSIONS, or None for a MindSpore .ckpt/.safetensors
+
+    @classmethod
+    def from_dict(cls, data, where):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: a source must be a mapping, got {data!r}")
+        unknown = sorted(set(data) - {"repo", "filename", "revision", "url", "sha256", "size", "convert"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown source key(s) {unknown}")
+        if bool(data.get("url")) == bool(data.get("repo")) or (data.get("repo") and not data.get("filename")):
+            raise ConfigError(f"{where}: a source needs either url, or repo and filename")
+        sha256 = data.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
+                                       and all(c in "0123456789abcdef" for c in sha256)):
+            raise ConfigError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha256!r}")
+        if data.get("convert") not in (None, *CONVERSIONS):
+            raise ConfigError(f"{where}: convert must be one of {list(CONVERSIONS)} or null, got {data['convert']!r}")
+        size = data.get("size")
+        return cls(repo=data.get("repo"), filename=data.get("filename") or data["url"].rsplit("/", 1)[-1],
+                   revision=str(data.get("revision", "main")), url_=data.get("url"), sha256=sha256,
+                   size=None if size is None else int(size), convert=data.get("convert"))
+
+    @property
+    def url(self):
+        """The download URL: the direct URL, else ``{endpoint}/{repo}/resolve/{revision}/{filename}``."""
+        if self.url_:
+            return self.url_
+        return f"{hub_endpoint()}/{self.repo}/resolve/{self.revision}/{self.filename}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,49 +84,83 @@ class PretrainedRecord:
     converter: Optional[str] = None
     sha256: Optional[str] = None   # of the converted checkpoint, when published
     preprocess: dict = dataclasses.field(default_factory=dict)
+    sources: tuple = ()            # WeightSource alternatives, tried in order
 
     @property
     def arch_file(self):
-        return CONFIG_ROOT / self.family / "model" / f"{self.arch}.yaml"
+        return arch_file(self.family, self.arch)
 
     @property
     def checkpoint_path(self):
         return mindram_home() / self.family / self.file
 
-    def missing_checkpoint_error(self):
+    def missing_checkpoint_error(self, reason=None):
+        """The error for a checkpoint that is not there and is not downloaded (``reason``: why not, e.g.
+        offline mode): what to fetch (the sources' URLs), where to put it, the convert command."""
         source = self.source or f"the PyTorch weights of {self.name}"
         tool = self.converter or f"convert_weights/convert_{self.family}.py"
+        urls = " or ".join(s.url for s in self.sources)
+        fetch = f"download {urls} and " if urls else ""
         return CheckpointError(
-            f"no checkpoint for {self.name!r}: expected {self.checkpoint_path}. Nothing is downloaded; "
-            f"convert {source} with\n  python {tool} --torch_path <that file> "
+            f"no checkpoint for {self.name!r}: expected {self.checkpoint_path}. {reason or 'Nothing is downloaded'}; "
+            f"{fetch}convert {source} with\n  python {tool} --torch_path <that file> "
             f"--mindspore_path {self.checkpoint_path} --model_name {self.name}\n"
             f"(or set $MINDRAM_HOME to the directory that holds {self.family}/{self.file})")
 
 
-@functools.lru_cache(maxsize=None)
+def _roots():
+    """The built-in config folder, then those of ``$MINDRAM_CATALOG`` (later ones override earlier ones)."""
+    extra = os.environ.get("MINDRAM_CATALOG", "")
+    return (CONFIG_ROOT, *(Path(p).expanduser() for p in extra.split(os.pathsep) if p))
+
+
 def _architectures(family):
-    folder = CONFIG_ROOT / family / "model"
-    if not folder.is_dir():
+    return _architectures_in(family, _roots())
+
+
+@functools.lru_cache(maxsize=None)
+def _architectures_in(family, roots):
+    folders = [root / family / "model" for root in roots if (root / family / "model").is_dir()]
+    if not folders:
         raise ConfigError(f"unknown model family {family!r}; known: {sorted(p.name for p in CONFIG_ROOT.iterdir())}")
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return {p.stem: p for folder in folders for p in sorted(folder.glob("*.yaml"))}
 
 
-def _arch_aliases(family):
-    """``aliases:`` lists of the architecture files (open_clip names such as ``ViT-B-32``)."""
+def _arch_aliases(archs):
+    """``aliases:`` lists of the architecture files ``{arch: path}`` (open_clip names such as ``ViT-B-32``)."""
     aliases = {}
-    for arch, path in _architectures(family).items():
+    for arch, path in archs.items():
         for alias in read_yaml(path).get("aliases", []):
             aliases[alias] = arch
     return aliases
 
 
-@functools.lru_cache(maxsize=None)
 def _pretrained(family):
-    path = CONFIG_ROOT / family / "pretrained.yaml"
-    data = read_yaml(path) if path.is_file() else {}
-    archs = _architectures(family)
-    records, defaults, aliases = {}, {}, _arch_aliases(family)
-    for model, entry in data.items():
+    return _pretrained_in(family, _roots())
+
+
+def _model_entries(family, roots):
+    """``(pretrained.yaml path, model, entry)`` of every root, later roots overriding a model of earlier ones."""
+    entries = {}
+    for root in roots:
+        path = root / family / "pretrained.yaml"
+        for model, entry in ((read_yaml(path) or {}) if path.is_file() else {}).items():
+            entries[model] = (path, entry)
+    return [(path, model, entry) for model, (path, entry) in entries.items()]
+
+
+def _sources(rec, where):
+    sources = rec.get("sources", [])
+    if not isinstance(sources, list):
+        raise ConfigError(f"{where}.sources: expected a list of sources, got {sources!r}")
+    return tuple(WeightSource.from_dict(src, f"{where}.sources[{i}]") for i, src in enumerate(sources))
+
+
+@functools.lru_cache(maxsize=None)
+def _pretrained_in(family, roots):
+    archs = _architectures_in(family, roots)
+    records, defaults, aliases = {}, {}, _arch_aliases(archs)
+    for path, model, entry in _model_entries(family, roots):
         tags = entry.get("tags", {})
         default = entry.get("default_tag")
         if default is not None and default not in tags:
@@ -90,7 +173,8 @@ def _pretrained(family):
             file = rec.get("file", f"{model}.ckpt" if tag == default else f"{name}.ckpt")
             records[name] = PretrainedRecord(name=name, family=family, arch=arch, tag=tag, file=file,
                                              source=rec.get("source"), converter=rec.get("converter"),
-                                             sha256=rec.get("sha256"), preprocess=dict(rec.get("preprocess", {})))
+                                             sha256=rec.get("sha256"), preprocess=dict(rec.get("preprocess", {})),
+                                             sources=_sources(rec, f"{path}: {name}"))
             for alias in rec.get("aliases", []):
                 aliases[alias] = name
         if default is not None:
@@ -113,10 +197,14 @@ def arch_file(family, arch):
         raise UnknownNameError(f"unknown {family} architecture {arch!r}; known: {architectures(family)}") from None
 
 
-def support_list(family):
-    """Sorted names accepted by ``from_pretrained``: architectures, default-weight names, arch.tag."""
+def support_list(family, with_status=False):
+    """Sorted names accepted by ``from_pretrained``: architectures, default-weight names, arch.tag. With
+    ``with_status``: ``{name: whether its converted checkpoint is present in $MINDRAM_HOME}`` (same order)."""
     records, defaults, _ = _pretrained(family)
-    return sorted(set(_architectures(family)) | set(defaults) | set(records))
+    names = sorted(set(_architectures(family)) | set(defaults) | set(records))
+    if not with_status:
+        return names
+    return {name: resolve(family, name).checkpoint_path.is_file() for name in names}
 
 
 def looks_like_path(name):

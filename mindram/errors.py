@@ -38,3 +38,8 @@ class TrainingStopped(MindramError, RuntimeError):
 
 class OutputExistsError(MindramError, FileExistsError):
     """An output path already holds results of another run/file and would be overwritten."""
+
+
+class DownloadError(CheckpointError):
+    """Pretrained weights could not be downloaded or failed verification (size, sha256); nothing partial is kept
+    in place of the checkpoint. A CheckpointError: the checkpoint a name stands for is not available."""

@@ -101,5 +101,8 @@ def _user_cache_untouched():
 
 @pytest.fixture(autouse=True)
 def _private_home(monkeypatch):
-    """Tests never read or write the user's ~/.cache/mindram."""
+    """Tests never read or write the user's ~/.cache/mindram, and never reach the network: a missing
+    checkpoint is the offline error, not a download (tests/unit/test_download.py serves its own)."""
     monkeypatch.setenv("MINDRAM_HOME", str(_session["home"]))
+    monkeypatch.setenv("MINDRAM_OFFLINE", "1")
+    monkeypatch.delenv("MINDRAM_CATALOG", raising=False)

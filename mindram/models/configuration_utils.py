@@ -118,10 +118,11 @@ class PretrainedConfig(BaseConfig):
         return self.arch_name
 
     @classmethod
-    def show_support_list(cls):
-        """Every name accepted by ``from_pretrained`` (architectures and architecture.weights)."""
+    def show_support_list(cls, with_status=False):
+        """Every name accepted by ``from_pretrained`` (architectures and architecture.weights); with
+        ``with_status``, ``{name: True if its converted checkpoint is present locally}``."""
         from .. import catalog
-        return catalog.support_list(cls.family)
+        return catalog.support_list(cls.family, with_status=with_status)
 
     @classmethod
     def from_yaml(cls, path):

@@ -275,9 +275,10 @@ class PreTrainedModel(nn.Cell):
         return None if self.tokenizer_class is None else _shared_tokenizer(self.tokenizer_class)
 
     @classmethod
-    def show_support_list(cls):
-        """Names accepted by ``from_pretrained`` (scanned from the config files, never a hand list)."""
-        return catalog.support_list(cls.family)
+    def show_support_list(cls, with_status=False):
+        """Names accepted by ``from_pretrained`` (scanned from the config files, never a hand list); with
+        ``with_status``, ``{name: True if its converted checkpoint is present locally}``."""
+        return catalog.support_list(cls.family, with_status=with_status)
 
     def state_dict(self):
         """``{name: np.ndarray}`` copies of every parameter."""
@@ -315,7 +316,10 @@ class PreTrainedModel(nn.Cell):
     @classmethod
     def from_pretrained(cls, name_or_path, **config_overrides):
         """Build and load a model from a supported name, a directory (``config.yaml`` + ``.ckpt``)
-        or a ``.ckpt``/``.safetensors`` file (config from ``<stem>.yaml`` or inferred from shapes)."""
+        or a ``.ckpt``/``.safetensors`` file (config from ``<stem>.yaml`` or inferred from shapes).
+
+        A name whose checkpoint is not in ``$MINDRAM_HOME`` is downloaded, verified and converted first
+        (:mod:`mindram.hub`; ``MINDRAM_OFFLINE=1`` turns that into an error that says what to fetch)."""
         catalog.check_model_path(name_or_path)  # a mistyped path is a missing path, not an unknown name
         path = Path(str(name_or_path)).expanduser()
         params = None
@@ -333,7 +337,8 @@ class PreTrainedModel(nn.Cell):
             config = cls.config_class.from_pretrained(record.name)
             ckpt = record.checkpoint_path
             if not ckpt.is_file():
-                raise record.missing_checkpoint_error()
+                from .convert_utils import fetch_checkpoint  # downloads, verifies and converts on first use
+                ckpt = fetch_checkpoint(record)
         if config_overrides:
             config = config.replace(**config_overrides)
         model = cls(config)

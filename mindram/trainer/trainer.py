@@ -11,7 +11,7 @@ instance; datasets are a directory (for the configured ``data_loader``) or a rec
 import logging
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, hub
 from ..config import MindFormerConfig
 from ..errors import ConfigError, UnknownNameError
 from ..models.modeling_utils import PreTrainedModel
@@ -80,11 +80,13 @@ class Trainer:
         config.model = MindFormerConfig({"arch": {"type": model_cls.__name__},
                                          "model_config": {k: v for k, v in model_config.to_dict().items()}})
         config.trainer.model_name = str(model)
-        converted = catalog.resolve(model_cls.family, str(model)).checkpoint_path.is_file()
-        if task_cls.requires_pretrained_weights or converted:
+        record = catalog.resolve(model_cls.family, str(model))
+        fetchable = bool(record.sources) and not hub.offline()   # downloaded and converted on first use
+        if task_cls.requires_pretrained_weights or record.checkpoint_path.is_file() or fetchable:
             config.load_checkpoint = str(model)
         else:
-            logger.warning("no converted checkpoint for %s: training starts from random initialisation", model)
+            logger.warning("no converted checkpoint for %s (%s): training starts from random initialisation",
+                           model, "offline" if record.sources else "no download source")
         return None
 
     @staticmethod

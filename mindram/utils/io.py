@@ -12,6 +12,14 @@ def mindram_home() -> Path:
     return Path(os.environ.get("MINDRAM_HOME", Path.home() / ".cache" / "mindram")).expanduser()
 
 
+HUB_ENDPOINT = "https://huggingface.co"
+
+
+def hub_endpoint() -> str:
+    """Base URL of the Hugging Face hub: ``$MINDRAM_ENDPOINT``, else ``$HF_ENDPOINT``, else huggingface.co."""
+    return (os.environ.get("MINDRAM_ENDPOINT") or os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+
+
 def _create_temporary(path):
     """Create an empty, new temporary file beside ``path``; return its name and the mode a plain
     ``open(path, "w")`` gives a new file (``0o666`` less the umask, read back from the file just created,

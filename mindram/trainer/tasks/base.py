@@ -110,7 +110,8 @@ class BaseTrainer(abc.ABC):
             return path
         record = catalog.resolve(cls.family, str(load))
         if not record.checkpoint_path.is_file():
-            raise record.missing_checkpoint_error()
+            from ...models.convert_utils import fetch_checkpoint  # downloads and converts on first use
+            return fetch_checkpoint(record)
         return record.checkpoint_path
 
     def image_processor(self):
