@@ -61,7 +61,7 @@ def _main(argv):
     if not args.name:
         raise ConfigError("a model NAME is required (or --list); see --help")
     record = resolve_any(args.name, args.family)
-    from .models.convert_utils import fetch_checkpoint
+    from .models.pretrained_weights import fetch_checkpoint
     path = fetch_checkpoint(record, convert=args.convert)
     print(path)
     return 0

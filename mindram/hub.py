@@ -19,7 +19,7 @@
 catalog's error (what to fetch, where to put it, the convert command) with the source URL.
 
 This module imports no model: conversion is passed in by the caller (see
-:func:`mindram.models.convert_utils.converter_for`).
+:func:`mindram.models.pretrained_weights.converter_for`).
 """
 import contextlib
 import fcntl

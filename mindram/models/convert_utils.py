@@ -94,26 +94,6 @@ def save_converted(params, config, checkpoint, overwrite=False):
     return checkpoint, config_path
 
 
-CONVERTERS = {"clip": "mindram.models.clip.convert", "ram": "mindram.models.ram.convert"}
-
-
-def converter_for(kind):
-    """The ``convert_file(torch_path, mindspore_path, model_name=...)`` of a catalog source's ``convert`` kind
-    (what :func:`mindram.hub.ensure_checkpoint` runs on a downloaded file)."""
-    import importlib
-    try:
-        module = CONVERTERS[kind]
-    except KeyError:
-        raise ConfigError(f"unknown conversion {kind!r}; known: {sorted(CONVERTERS)}") from None
-    return importlib.import_module(module).convert_file
-
-
-def fetch_checkpoint(record, convert=True):
-    """``record``'s checkpoint path, downloaded and converted on first use (:func:`mindram.hub.ensure_checkpoint`)."""
-    from .. import hub
-    return hub.ensure_checkpoint(record, convert=converter_for, do_convert=convert)
-
-
 def resolve_model_name(family, name):
     """``catalog.resolve`` with an unknown name reported as :class:`ConfigError` (one line in a CLI)."""
     try:

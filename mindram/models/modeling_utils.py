@@ -18,6 +18,7 @@ from .. import catalog
 from ..errors import CheckpointError
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.io import atomic_write
+from .pretrained_weights import fetch_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -337,8 +338,7 @@ class PreTrainedModel(nn.Cell):
             config = cls.config_class.from_pretrained(record.name)
             ckpt = record.checkpoint_path
             if not ckpt.is_file():
-                from .convert_utils import fetch_checkpoint  # downloads, verifies and converts on first use
-                ckpt = fetch_checkpoint(record)
+                ckpt = fetch_checkpoint(record)  # downloads, verifies and converts on first use
         if config_overrides:
             config = config.replace(**config_overrides)
         model = cls(config)

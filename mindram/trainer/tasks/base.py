@@ -22,6 +22,7 @@ from ... import catalog
 from ...data import steps_per_epoch
 from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
 from ...models.modeling_utils import read_checkpoint
+from ...models.pretrained_weights import fetch_checkpoint
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
@@ -110,8 +111,7 @@ class BaseTrainer(abc.ABC):
             return path
         record = catalog.resolve(cls.family, str(load))
         if not record.checkpoint_path.is_file():
-            from ...models.convert_utils import fetch_checkpoint  # downloads and converts on first use
-            return fetch_checkpoint(record)
+            return fetch_checkpoint(record)  # downloads and converts on first use
         return record.checkpoint_path
 
     def image_processor(self):
