@@ -130,3 +130,16 @@ def test_mixed_precision_training_runs(tmp_path):
     after = params_of(trainer)
     assert all(v.dtype == np.float32 for v in after.values())
     assert max(float(np.abs(after[k] - before[k]).max()) for k in after) > 1e-5
+
+
+def test_config_sources_are_built_once_per_task(tmp_path, monkeypatch):
+    """Training epochs and evaluation passes reuse one record source per section (annotations parsed once)."""
+    from mindram.trainer.tasks import base
+    built = []
+    real = base.build_source
+    monkeypatch.setattr(base, "build_source", lambda cfg: built.append(cfg["type"]) or real(cfg))
+    trainer = Trainer(args=tiny_run_config(tmp_path / "out", max_steps=2))
+    trainer.train()
+    trainer.evaluate()
+    assert trainer.task.source("train_dataset") is trainer.task.source("train_dataset")
+    assert sorted(built) == ["SyntheticCaptions", "SyntheticCaptions"]  # one train, one eval source

@@ -60,7 +60,8 @@ class BaseTrainer(abc.ABC):
         self.config = config
         self.args = validate_run_config(config, default_arch=self.default_arch)
         self._model = model
-        self._train_source, self._eval_source = train_source, eval_source
+        given = {"train_dataset": train_source, "eval_dataset": eval_source}
+        self._sources = {section: source for section, source in given.items() if source is not None}
         self.output_dir = Path(self.args.output_dir)
         ms.set_seed(self.args.seed)
         np.random.seed(self.args.seed)
@@ -126,14 +127,15 @@ class BaseTrainer(abc.ABC):
         return build_tokenizer(self.config.get("processor"), self.model)
 
     def source(self, section):
-        given = self._train_source if section == "train_dataset" else self._eval_source
-        if given is not None:
-            return given
-        cfg = self.config.get(section)
-        if cfg is None:
-            raise ConfigError(f"no {section} configured: pass {section}= to the Trainer or set "
-                              f"{section}.data_loader in the run config (or --{section}_dir)")
-        return build_source(cfg["data_loader"].to_dict())
+        """The record source of ``section``: the one given to the Trainer, else built from the run config's
+        ``data_loader`` once per task (annotations are parsed once, not again for every epoch or evaluation)."""
+        if section not in self._sources:
+            cfg = self.config.get(section)
+            if cfg is None:
+                raise ConfigError(f"no {section} configured: pass {section}= to the Trainer or set "
+                                  f"{section}.data_loader in the run config (or --{section}_dir)")
+            self._sources[section] = build_source(cfg["data_loader"].to_dict())
+        return self._sources[section]
 
     @abc.abstractmethod
     def dataset(self, section, batch_size, shuffle, start_epoch=0, start_step=0, train_transform=False,
