@@ -22,6 +22,7 @@ from typing import Optional
 from .config import read_yaml
 from .errors import CheckpointError, ConfigError, UnknownNameError
 from .utils.io import hub_endpoint, mindram_home
+from .utils.validation import is_sha256
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 PATH_SUFFIXES = (".ckpt", ".safetensors", ".yaml", ".yml")
@@ -53,8 +54,7 @@ class WeightSource:
         if bool(data.get("url")) == bool(data.get("repo")) or (data.get("repo") and not data.get("filename")):
             raise ConfigError(f"{where}: a source needs either url, or repo and filename")
         sha256 = data.get("sha256")
-        if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
-                                       and all(c in "0123456789abcdef" for c in sha256)):
+        if sha256 is not None and not is_sha256(sha256):
             raise ConfigError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha256!r}")
         if data.get("convert") not in (None, *CONVERSIONS):
             raise ConfigError(f"{where}: convert must be one of {list(CONVERSIONS)} or null, got {data['convert']!r}")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, DownloadError
 from .utils.io import mindram_home
+from .utils.validation import is_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ TIMEOUT_S = float(os.environ.get("MINDRAM_DOWNLOAD_TIMEOUT", "60"))   # per sock
 RETRIES = int(os.environ.get("MINDRAM_DOWNLOAD_RETRIES", "5"))        # further attempts after a failure
 RETRY_BACKOFF_S = 1.0                                                  # doubled after each failed attempt
 CHUNK = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _USER_AGENT = "mindram-download/1 (urllib)"
 
 
@@ -102,7 +102,7 @@ def _etag_sha256(value):
     value = value.strip()
     value = value[2:] if value.startswith("W/") else value
     value = value.strip('"').lower()
-    return value if _SHA256.match(value) else None
+    return value if is_sha256(value) else None
 
 
 class _RecordRedirects(urllib.request.HTTPRedirectHandler):
@@ -292,7 +292,3 @@ def ensure_checkpoint(record, convert=None, do_convert=True):
         raise errors[0]
     raise DownloadError(f"no source of {record.name!r} could be downloaded: {' | '.join(map(str, errors))}")
 
-
-def is_present(record):
-    """Whether the converted checkpoint of ``record`` is in ``$MINDRAM_HOME``."""
-    return record.checkpoint_path.is_file()

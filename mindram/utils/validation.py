@@ -5,10 +5,19 @@ with one line naming the argument, the value and what was expected.
 """
 import math
 import numbers
+import re
 
 import numpy as np
 
 from ..errors import ConfigError
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value):
+    """Whether ``value`` is a sha256 digest as hex: 64 lowercase hex digits."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
 
 
 def _is_int(value):
