@@ -31,15 +31,21 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "onnx>=1.14", "onnxruntime>=1.16", "ml_dtypes<0.6",   # export tests; ml_dtypes>=0.6 needs numpy 2
             "scikit-image>=0.21",
             "faiss-cpu>=1.7",
             # reference implementation for parity tests and the torch side of benchmarks
             "torch==2.14.1",
             "torchvision==0.29.1",
             "open_clip_torch==3.3.0",
+            # the web app and its browser test (Debian's chromium, installed by .ci/run, drives it)
+            "gradio>=6.31,<7",
+            "playwright>=1.65,<2",
         ],
+        "app": ["gradio>=6.31,<7"],
         "faiss": ["faiss-cpu>=1.7"],
-        "onnx": ["onnxruntime>=1.16"],
+        "deploy": ["onnx>=1.14", "onnxruntime>=1.16", "ml_dtypes<0.6"],
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16", "ml_dtypes<0.6"],
     },
     entry_points={"console_scripts": ["mindram-convert-clip=mindram.models.clip.convert:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

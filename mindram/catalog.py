@@ -216,12 +216,54 @@ def looks_like_path(name):
     return any(sep in text for sep in separators) or text.startswith((".", "~")) or text.endswith(PATH_SUFFIXES)
 
 
+def is_alias(name):
+    """Whether ``name`` is an ``aliases:`` entry of some family's weights (PaddleMIX ids such as
+    ``paddlemix/CLIP/CLIP-ViT-B-16-laion2B-s34B-b88K`` contain ``/`` but are names, not paths)."""
+    families = {p.parent.name for root in _roots() for p in root.glob("*/pretrained.yaml")}
+    return any(str(name) in _pretrained(family)[2] for family in sorted(families))
+
+
 def check_model_path(name):
     """``ConfigError`` when ``name`` looks like a path (:func:`looks_like_path`) and nothing exists there, so
-    that a mistyped path is reported as a missing path instead of an unknown model name."""
-    if looks_like_path(name) and not Path(os.fspath(name)).expanduser().exists():
+    that a mistyped path is reported as a missing path instead of an unknown model name (aliases excepted)."""
+    if looks_like_path(name) and not Path(os.fspath(name)).expanduser().exists() and not is_alias(os.fspath(name)):
         raise ConfigError(f"model path does not exist: {os.fspath(name)}; pass an existing model directory, "
                           f".ckpt/.safetensors file or config .yaml, or a model name (see show_support_list())")
+
+
+def _open_clip_name(family, name, records, defaults, archs):
+    """The record of an open_clip architecture name (an ``aliases:`` entry of an architecture file, e.g.
+    ``ViT-B-32``), alone or paired with a weights tag (``ViT-B-32.laion2b_s34b_b79k``); else None.
+
+    As in open_clip, such a name is always its architecture — ``ViT-B-32`` is exact GELU, never the OpenAI
+    QuickGELU weights that the MindFormers name ``clip_vit_b_32`` stands for. Alone it loads a checkpoint
+    converted for that architecture: ``<arch>.ckpt``, or ``<arch>.arch.ckpt`` when the architecture's name
+    is also a weights name (the four MindFormers names). With a tag it is the weights ``<model>.<tag>``
+    whose model or architecture is that architecture (the weights decide the activation)."""
+    arch_aliases = _arch_aliases(archs)
+    base, _, tag = name.partition(".")
+    base = _case_insensitive(base, list(arch_aliases), {})
+    arch = arch_aliases.get(base)
+    if arch is None:
+        return None
+    if not tag:
+        file = f"{arch}.arch.ckpt" if arch in defaults else f"{arch}.ckpt"
+        return PretrainedRecord(name=base, family=family, arch=arch, tag=None, file=file)
+    matches = [r for r in records.values() if r.tag == tag and (r.name.partition(".")[0] == arch or r.arch == arch)]
+    if len(matches) != 1:
+        tags = sorted(r.tag for r in records.values() if r.name.partition(".")[0] == arch or r.arch == arch)
+        raise UnknownNameError(f"unknown {family} weights {name!r}: architecture {base} ({arch}) has the weights "
+                               f"tags {tags or 'none'}")
+    return matches[0]
+
+
+def _case_insensitive(name, known, aliases):
+    """The one known name equal to ``name`` ignoring case (MindFormers prints ``clip_vit_B_16``), else ``name``."""
+    matches = {k for k in known if k.lower() == name.lower()}
+    if len(matches) != 1:
+        return name
+    match = matches.pop()
+    return aliases.get(match, match)
 
 
 def resolve(family, name):
@@ -232,7 +274,12 @@ def resolve(family, name):
     check_model_path(name)
     records, defaults, aliases = _pretrained(family)
     archs = _architectures(family)
+    arch_record = _open_clip_name(family, str(name), records, defaults, archs)
+    if arch_record is not None:
+        return arch_record
     key = aliases.get(name, name)
+    if key not in defaults and key not in records and key not in archs:
+        key = _case_insensitive(str(key), list(defaults) + list(records) + list(archs) + list(aliases), aliases)
     if key in defaults:
         record = records[defaults[key]]
         return dataclasses.replace(record, name=key)

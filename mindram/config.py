@@ -33,6 +33,18 @@ def parse_scalar(text):
         return text
 
 
+def parse_options(items, flag="--options"):
+    """``{dotted key: value}`` from command-line ``KEY=VALUE`` items (values read by :func:`parse_scalar`);
+    ConfigError naming ``flag`` and the item for one without ``=`` or a key."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. runner_config.max_steps=100")
+        overrides[key] = parse_scalar(value)
+    return overrides
+
+
 class MindFormerConfig(dict):
     """A dict with attribute access, built from YAML files or keyword arguments."""
 

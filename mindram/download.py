@@ -7,12 +7,11 @@ original instead. ``--list`` prints the names of a family, ``*`` marking those p
 one line on stderr (exit code 2; ``--debug`` for the traceback).
 """
 import argparse
-import logging
 import sys
 
 from . import catalog
 from .errors import ConfigError, UnknownNameError
-from .utils.cli import add_debug_flag, configure_logging, run_cli
+from .utils.cli import add_debug_flag, run_quiet_cli
 
 FAMILIES = ("clip", "ram")
 
@@ -69,9 +68,7 @@ def _main(argv):
 
 def main(argv=None):
     """Command line; returns the exit code (0, or 2 with one line on stderr)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging(logging.INFO if "--verbose" in argv else logging.WARNING)
-    return run_cli(_main, argv, prog="mindram.download")
+    return run_quiet_cli(_main, argv, prog="mindram.download")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 retrieval recall@K.
 
     python scripts/export_embeddings.py --model clip_vit_b_32 --images DIR_or_LIST --out OUT \\
-        [--texts texts.txt | --captions captions.txt] [--evaluate] [--batch_size 64]
+        [--texts texts.txt | --captions captions.txt] [--evaluate] [--batch_size 64] \\
+        [--backend onnxruntime] [--layout shards|npy]
+    python scripts/export_embeddings.py --image_vectors DIR --text_vectors DIR     # recall@K of vectors on disk
 
 --images   a folder (searched recursively for image files) or a text file listing one image path per line
            (relative paths are resolved against the list file's folder). Image ids are the paths relative
@@ -13,6 +15,12 @@ retrieval recall@K.
            ``image,caption`` is a header) or ``image<TAB>caption`` (Flickr8k.token.txt; a ``#n`` suffix of the
            image name is dropped). Gives the texts and, with --evaluate, which image each caption belongs to
            (matched by the image id, else by file name).
+--backend  mindspore (default) or onnxruntime: then --model is an export directory (python -m mindram.export).
+--layout   shards (default; see mindram.embeddings.write_embeddings) or npy: one vector per file as in the
+           Ascend offline guide, images/<image id>.npy and, for --captions, texts/<image stem>_<k>.npy (caption k
+           of that image; --texts: texts/<line>.npy).
+--image_vectors/--text_vectors  only evaluate: recall@K of two folders of vectors made anywhere (either layout;
+           captions paired with images by the file names <stem>_<k> / <stem>).
 Outputs go to OUT/images and OUT/texts (see mindram.embeddings.write_embeddings); re-running resumes.
 The inputs are checked before the model loads; an error (a missing input, a malformed caption line, a config
 or checkpoint error) is one line on stderr with exit code 2 (--debug shows the traceback).
@@ -24,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mindram.backends import load_backend  # noqa: E402
 from mindram.embeddings import recall_at_k, write_embeddings  # noqa: E402
 from mindram.errors import DataError  # noqa: E402
 from mindram.pipeline import FeatureExtractionPipeline  # noqa: E402
@@ -86,12 +95,16 @@ def match_images(caption_images, image_ids):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--model", required=True, help="model name, directory or .ckpt")
+    parser.add_argument("--model", help="model name, directory or .ckpt (with --backend onnxruntime: export dir)")
+    parser.add_argument("--backend", choices=("mindspore", "onnxruntime"), default="mindspore")
+    parser.add_argument("--layout", choices=("shards", "npy"), default="shards", help="output layout")
+    parser.add_argument("--image_vectors", help="evaluate only: folder of image vectors")
+    parser.add_argument("--text_vectors", help="evaluate only: folder of caption vectors")
     parser.add_argument("--images", help="image folder or list file")
     texts = parser.add_mutually_exclusive_group()
     texts.add_argument("--texts", help="text file, one text per line")
     texts.add_argument("--captions", help="image,caption pairs (Flickr8k captions.txt or token file)")
-    parser.add_argument("--out", required=True, help="output folder (OUT/images, OUT/texts)")
+    parser.add_argument("--out", help="output folder (OUT/images, OUT/texts)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--shard_size", type=int, default=4096)
     parser.add_argument("--num_workers", type=int, default=4, help="image decoding threads")
@@ -100,6 +113,12 @@ def main(argv=None):
     parser.add_argument("--evaluate", action="store_true", help="print retrieval recall@K (needs --captions)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
     args = add_debug_flag(parser).parse_args(argv)
+    if args.image_vectors or args.text_vectors:
+        if not (args.image_vectors and args.text_vectors):
+            parser.error("--image_vectors and --text_vectors go together")
+        return print_metrics(recall_at_k(args.image_vectors, args.text_vectors, ks=args.ks))
+    if not args.model or not args.out:
+        parser.error("--model and --out are required to export")
     if not args.images and not (args.texts or args.captions):
         parser.error("nothing to export: give --images and/or --texts/--captions")
     if args.evaluate and not (args.images and args.captions):
@@ -108,25 +127,41 @@ def main(argv=None):
     paths, image_ids = list_images(args.images) if args.images else ([], [])
     pairs = read_captions(args.captions) if args.captions else None
     lines = [c for _, c in pairs] if pairs else (read_texts(args.texts) if args.texts else [])
-    model = FeatureExtractionPipeline.load_model(args.model)
+    model = FeatureExtractionPipeline.load_model(load_backend(args.backend, args.model))
     out = Path(args.out)
     common = dict(batch_size=args.batch_size, shard_size=args.shard_size, normalize=not args.no_normalize,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, layout=args.layout)
+    text_ids = caption_ids([image for image, _ in pairs]) if pairs and args.layout == "npy" else None
     if args.images:
         summary = write_embeddings(model, paths, out / "images", kind="image", ids=image_ids,
                                    num_workers=args.num_workers, **common)
         print(f"images: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'images'}")
     if args.texts or pairs:
-        summary = write_embeddings(model, lines, out / "texts", kind="text", **common)
+        summary = write_embeddings(model, lines, out / "texts", kind="text", ids=text_ids, **common)
         print(f"texts: {summary['num_vectors']} vectors, {summary['num_errors']} skipped -> {out / 'texts'}")
     if args.evaluate:
+        if args.layout == "npy":  # ids are file names: caption <stem>_<k> belongs to image <stem>
+            return print_metrics(recall_at_k(out / "images", out / "texts", ks=args.ks))
         matched = match_images([image for image, _ in pairs], image_ids)
         mapping = {str(i): image_id for i, image_id in enumerate(matched) if image_id is not None}
-        metrics = recall_at_k(out / "images", out / "texts", mapping, ks=args.ks)
-        for name, value in metrics.items():
-            print(f"{name}: {100 * value:.2f}")
-        return metrics
+        return print_metrics(recall_at_k(out / "images", out / "texts", mapping, ks=args.ks))
     return None
+
+
+def caption_ids(caption_images):
+    """Ids of captions in the seeds' naming: ``<image stem>_<k>``, k counting the captions of each image."""
+    seen, ids = {}, []
+    for image in caption_images:
+        stem = Path(image).with_suffix("").as_posix()
+        ids.append(f"{stem}_{seen.get(stem, 0)}")
+        seen[stem] = seen.get(stem, 0) + 1
+    return ids
+
+
+def print_metrics(metrics):
+    for name, value in metrics.items():
+        print(f"{name}: {100 * value:.2f}")
+    return metrics
 
 
 def cli(argv=None):

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..utils.validation import check_int
-from .sampler import ResumableSampler, steps_per_epoch
+from .sampler import ResumableSampler, current_shard, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,15 @@ class PipelinePlan:
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.num_items, self.batch_size, self.drop_remainder)
+        return len(self.sampler) // self.batch_size if self.drop_remainder else \
+            steps_per_epoch(self.num_items, self.batch_size, False)
 
     def describe(self) -> str:
         """One log phrase: records, steps per epoch, resume point, workers."""
-        return (f"{self.num_items} records, {self.steps_per_epoch} steps/epoch of {self.batch_size}, starting at "
-                f"epoch {self.start_epoch} step {self.start_step}, {self.num_workers} worker(s)")
+        shard = "" if self.sampler.num_shards == 1 else \
+            f" (shard {self.sampler.shard_id} of {self.sampler.num_shards})"
+        return (f"{self.num_items} records{shard}, {self.steps_per_epoch} steps/epoch of {self.batch_size}, "
+                f"starting at epoch {self.start_epoch} step {self.start_step}, {self.num_workers} worker(s)")
 
 
 def plan_pipeline(source, batch_size: int, shuffle: bool, num_workers: int, drop_remainder: bool, seed: int,
@@ -64,7 +67,9 @@ def plan_pipeline(source, batch_size: int, shuffle: bool, num_workers: int, drop
     """Check the common arguments (``ConfigError`` naming the bad one; ``DataError`` for an empty source or
     one too small for a batch) and plan the seeded sampler and the resume point over ``source``.
 
-    ``num_workers`` above the CPU count is reduced to it (``mindspore.dataset`` rejects more)."""
+    ``num_workers`` above the CPU count is reduced to it (``mindspore.dataset`` rejects more). Inside
+    :func:`~mindram.data.sampler.shard_pipelines` the plan reads its shard of the global order and ``batch_size``
+    is per shard."""
     batch_size = check_int(batch_size, "batch_size", 1)
     num_workers = check_int(num_workers, "num_workers", 1)
     if num_workers > (os.cpu_count() or 1):
@@ -76,12 +81,14 @@ def plan_pipeline(source, batch_size: int, shuffle: bool, num_workers: int, drop
     n = len(source)
     if n == 0:
         raise DataError(f"{type(source).__name__} has no records")
-    steps = steps_per_epoch(n, batch_size, drop_remainder)
+    num_shards, shard_id = current_shard()
+    steps = steps_per_epoch(n, batch_size * num_shards, drop_remainder)
     if steps == 0:
-        raise DataError(f"{type(source).__name__} has {n} records, fewer than batch_size={batch_size} "
+        shards = f" x {num_shards} shards" if num_shards > 1 else ""
+        raise DataError(f"{type(source).__name__} has {n} records, fewer than batch_size={batch_size}{shards} "
                         "(drop_remainder=True would yield no batch)")
     start_epoch, start_step = start_epoch + start_step // steps, start_step % steps
-    sampler = ResumableSampler(n, batch_size, shuffle, seed, drop_remainder, start_epoch)
+    sampler = ResumableSampler(n, batch_size, shuffle, seed, drop_remainder, start_epoch, num_shards, shard_id)
     skipped = min(start_step * batch_size, sampler.samples_per_epoch)
     first_items = sampler.samples_per_epoch - skipped if msds.config.get_fast_recovery() else \
         sampler.samples_per_epoch

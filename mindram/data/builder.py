@@ -46,6 +46,7 @@ from ..utils.validation import check_int
 from .assembly import PipelinePlan, assemble_pipeline, plan_pipeline
 from .base import DataStats, PicklableLock, Record
 from .transforms import EvalTransform, TrainTransform
+from .webdataset import build_webdataset_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,9 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
     """Build the batched CLIP input pipeline over a record source.
 
     Args:
-        source: a :class:`~mindram.data.base.RecordSource` (``len``, ``source[i] -> Record``).
+        source: a :class:`~mindram.data.base.RecordSource` (``len``, ``source[i] -> Record``), or a streaming
+            :class:`~mindram.data.webdataset.WebDataset` (training only: built by
+            :func:`~mindram.data.webdataset.build_webdataset_pipeline`).
         image_processor: gives the eval transform (and size/mean/std/interpolation of the train transform).
         tokenizer_fn: ``f(list_of_str, context_length=L) -> int (N, L)``, default :func:`mindram.tokenize`.
         batch_size, drop_remainder: batching; with ``drop_remainder`` the samples that would not fill a batch
@@ -222,6 +225,13 @@ def build_clip_dataset(source, image_processor: CLIPImageProcessor, tokenizer_fn
         sources; ``index`` int32 (N,) when requested; ``readable`` bool (N,) without substitution.
         ``get_dataset_size()`` is the full steps per epoch.
     """
+    if getattr(source, "streaming", False):
+        if return_index or not substitute_unreadable or num_captions:
+            raise ConfigError(f"{type(source).__name__} streams training data only (no return_index, evaluation "
+                              "or caption lists); evaluate on a record source")
+        return build_webdataset_pipeline(source, image_processor, tokenizer_fn, batch_size, shuffle, num_workers,
+                                         seed, context_length, train_transform=train_transform,
+                                         train_scale=train_scale, start_epoch=start_epoch, start_step=start_step)
     if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
         raise ConfigError(f"source must be a random-access record source, got {type(source).__name__}")
     if not hasattr(image_processor, "preprocess"):

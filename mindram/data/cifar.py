@@ -13,13 +13,15 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Record, RecordSource, check_split, first_existing_dir
-from .safe_pickle import load_restricted_pickle
+from ..utils.safe_pickle import load_restricted_pickle
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Cifar100"]
 
 _SIDE = 32
+#: the official ``fine_label_names`` of CIFAR-100 (label order), for prediction without the dataset files
+OFFICIAL_NAMES_FILE = Path(__file__).resolve().parent / "class_names" / "cifar100_fine_label_names.txt"
 
 
 def _str_keys(obj: Any, path: Path) -> Dict[str, Any]:
@@ -53,13 +55,28 @@ class Cifar100(RecordSource):
             if not (self.root / name).is_file():
                 raise DataError(f"CIFAR-100 file {self.root / name} not found (expected the python-version "
                                 "files 'train', 'test' and 'meta')")
-        meta = _str_keys(load_restricted_pickle(self.root / "meta"), self.root / "meta")
-        if "fine_label_names" not in meta:
-            raise DataError(f"{self.root / 'meta'}: no 'fine_label_names' key (found {sorted(meta)})")
-        self.class_names: List[str] = [_text(n).replace("_", " ") for n in meta["fine_label_names"]]
+        self.class_names: List[str] = self._meta_class_names(self.root)
         self.caption_template = caption_template
         self.data, self.labels = self._load_split(self.root / self.split)
         logger.info("CIFAR-100 %s: %d images, %d classes", self.split, len(self.labels), len(self.class_names))
+
+    @staticmethod
+    def _meta_class_names(root: Path) -> List[str]:
+        meta = _str_keys(load_restricted_pickle(root / "meta"), root / "meta")
+        if "fine_label_names" not in meta:
+            raise DataError(f"{root / 'meta'}: no 'fine_label_names' key (found {sorted(meta)})")
+        return [_text(n).replace("_", " ") for n in meta["fine_label_names"]]
+
+    @classmethod
+    def read_class_names(cls, root: Union[str, os.PathLike, None] = None, **_) -> List[str]:
+        """The class names without reading any image: from ``root``'s ``meta`` file when ``root`` is given,
+        else CIFAR-100's official 100 fine label names shipped with mindram (same order, ``_`` as a space)."""
+        if root in (None, ""):
+            return [n.replace("_", " ") for n in OFFICIAL_NAMES_FILE.read_text(encoding="utf-8").split()]
+        root = first_existing_dir(Path(root), ("cifar-100-python", ""), "CIFAR-100 python")
+        if not (root / "meta").is_file():
+            raise DataError(f"CIFAR-100 file {root / 'meta'} not found (it holds the class names)")
+        return cls._meta_class_names(root)
 
     def _load_split(self, path: Path):
         d = _str_keys(load_restricted_pickle(path), path)

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from ..metrics import retrieval_recall_at_k
+from .npy_dir import pair_captions_by_name
 from .writer import load_embeddings
 
 logger = logging.getLogger(__name__)
@@ -97,12 +98,14 @@ class RetrievalIndex:
         return np.concatenate(scores).astype(np.float32), np.concatenate(indices).astype(np.int64)
 
 
-def recall_at_k(image_dir, text_dir, text_to_image_id, ks=(1, 5, 10)):
+def recall_at_k(image_dir, text_dir, text_to_image_id=None, ks=(1, 5, 10)):
     """Retrieval recall@K of an image export and a caption export (see :mod:`mindram.metrics.retrieval`).
 
     Args:
-        image_dir, text_dir: exports written by ``write_embeddings`` (kind image and text).
-        text_to_image_id: ``{text id: image id}`` pairing each caption with its image.
+        image_dir, text_dir: exports written by ``write_embeddings`` (kind image and text), or folders of
+            one ``.npy`` vector per file (the seeds' layout, vectors made elsewhere).
+        text_to_image_id: ``{text id: image id}`` pairing each caption with its image; None pairs by the
+            seeds' file naming, caption ``<stem>_<k>`` with image ``<stem>`` (:func:`.npy_dir.pair_captions_by_name`).
         ks: the k values.
 
     Captions without a pair, or whose image is not in the image export (e.g. skipped as unreadable), are
@@ -110,6 +113,8 @@ def recall_at_k(image_dir, text_dir, text_to_image_id, ks=(1, 5, 10)):
     """
     image_ids, images = load_embeddings(image_dir)
     text_ids, texts = load_embeddings(text_dir)
+    if text_to_image_id is None:
+        text_to_image_id = pair_captions_by_name(text_ids, image_ids)
     row_of = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
     keep, t2i = [], []
     for row, text_id in enumerate(text_ids):

@@ -16,6 +16,9 @@ Resumable: running again with the same items skips the complete shards and compu
 item list or shard size is refused unless ``overwrite=True``). Items that cannot be read or tokenized are
 skipped and listed in ``errors.jsonl``; errors of the model itself stop the run (re-run to resume). One
 writer per ``out_dir`` at a time.
+
+``layout="npy"`` writes the seeds' per-file layout instead (``<id>.npy``, one vector per file, see
+:mod:`.npy_dir`; resumable too: items whose file exists are skipped), and :func:`load_embeddings` reads both.
 """
 import hashlib
 import json
@@ -32,11 +35,13 @@ from ..models.clip.zero_shot import encode_in_batches, l2_normalize, tokenize_wi
 from ..pipeline.base import ITEM_ERRORS, build_image_processor
 from ..pipeline.feature_extraction import FeatureExtractionPipeline
 from ..utils.io import atomic_write
+from .npy_dir import load_npy_dir, npy_name, write_npy_dir
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "mindram-embeddings/1"
 KINDS = ("image", "text")
+LAYOUTS = ("shards", "npy")
 
 
 def _shard_name(k):
@@ -164,7 +169,8 @@ def _encode_shard(encoder, items, ids, start, stop, normalize, bar):
 
 
 def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_processor=None, tokenizer=None,
-                     ids=None, shard_size=4096, normalize=True, num_workers=0, overwrite=False, progress=None):
+                     ids=None, shard_size=4096, normalize=True, num_workers=0, overwrite=False, progress=None,
+                     layout="shards"):
     """Embed ``items`` and write them to ``out_dir`` (see the module docstring for the layout).
 
     Args:
@@ -179,6 +185,7 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
         num_workers: threads decoding images (0: in the calling thread).
         overwrite: delete a previous export in ``out_dir`` first instead of resuming it.
         progress: tqdm bar over items (None: tqdm's default, shown on a terminal).
+        layout: ``"shards"`` (the layout above) or ``"npy"`` (one ``<id>.npy`` per item; ids lose their suffix).
 
     Returns:
         a summary dict: ``num_items``, ``num_vectors``, ``num_errors``, ``shards``, ``shards_skipped``.
@@ -193,6 +200,14 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
         raise ValueError(f"batch_size and shard_size must be positive, got {batch_size}, {shard_size}")
     shard_size = -(-int(shard_size) // batch_size) * batch_size
     model = FeatureExtractionPipeline.load_model(model)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "npy":
+        encoder = _Encoder(model, kind, image_processor, tokenizer, batch_size, num_workers)
+        try:
+            return _write_npy_layout(encoder, items, ids, Path(out_dir), normalize, overwrite, progress)
+        finally:
+            encoder.close()
     num_shards = -(-len(items) // shard_size)
     manifest = {"format": FORMAT, "kind": kind, "num_items": len(items), "shard_size": shard_size,
                 "num_shards": num_shards, "normalize": bool(normalize), "items_sha256": _fingerprint(ids, items, kind),
@@ -223,6 +238,30 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
     return summary
 
 
+def _write_npy_layout(encoder, items, ids, out_dir, normalize, overwrite, progress):
+    """Per-file layout: vectors of the items whose ``<id>.npy`` is missing (all with ``overwrite``)."""
+    todo = [i for i in range(len(items)) if overwrite or not (out_dir / npy_name(ids[i])).is_file()]
+    errors = []
+    bar = tqdm(total=len(todo), desc=f"{encoder.kind} embeddings", unit=encoder.kind,
+               disable=None if progress is None else not progress)
+    try:
+        for b in range(0, len(todo), encoder.batch_size):
+            batch = todo[b:b + encoder.batch_size]
+            out, ok, bad = encoder([items[i] for i in batch])
+            if out is not None:
+                write_npy_dir(out_dir, [ids[batch[j]] for j in ok], l2_normalize(out) if normalize else out)
+            for j, err in bad:
+                logger.warning("skipping %s %d (%s): %s", encoder.kind, batch[j], ids[batch[j]], err)
+                errors.append({"id": ids[batch[j]], "index": batch[j], "error": err})
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out_dir / "errors.jsonl", errors)
+    return {"num_items": len(items), "num_vectors": len(todo) - len(errors), "num_errors": len(errors),
+            "skipped_existing": len(items) - len(todo), "out_dir": str(out_dir)}
+
+
 def _write_index(out_dir, num_shards, kind):
     index, errors, row = [], [], 0
     for k in range(num_shards):
@@ -242,12 +281,15 @@ def _write_index(out_dir, num_shards, kind):
 def load_embeddings(out_dir):
     """``(ids, vectors)`` of an export: the ids (list of str) and a float32 ``(N, D)`` array, in input order.
 
-    An unfinished export (missing shards) is read as far as it is complete, with a warning.
+    An unfinished export (missing shards) is read as far as it is complete, with a warning. A folder without
+    ``manifest.json`` that holds ``.npy`` files is read in the per-file layout (:func:`.npy_dir.load_npy_dir`).
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{out_dir} is not an embeddings export (no manifest.json)")
+        if out_dir.is_dir() and any(out_dir.rglob("*.npy")):
+            return load_npy_dir(out_dir)
+        raise FileNotFoundError(f"{out_dir} is not an embeddings export (no manifest.json, no .npy files)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     ids, parts, missing = [], [], []
     for k in range(manifest["num_shards"]):

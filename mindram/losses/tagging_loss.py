@@ -62,6 +62,15 @@ class TaggingWithLoss(nn.Cell):
         self.distillation_loss = DistillationL1Loss()
         self.alignment_loss = alignment_loss if alignment_loss is not None else AsymmetricLoss(**ALIGNMENT_LOSS)
         self.text_at = 1 if self.distillation else 0
+        self.sum_scale = 1.0
+
+    def gather_over_ranks(self, rank, world_size, **options):
+        """Data parallel (``mindram.parallel.distribute_network``): the tag and alignment losses are *sums* over
+        the batch (the reference's ASL), the distillation loss a mean; scaling the sums by ``world_size`` makes
+        the ranks' gradient mean the gradient of the global batch (the alignment loss still pairs each rank's
+        own images and captions)."""
+        del rank, options
+        self.sum_scale = float(world_size)
 
     def alignment_logits(self, image_embeds, text_embeds):
         """(B, B) logits of every image against the B caption queries (the RAM++ forward, module docstring)."""
@@ -73,10 +82,11 @@ class TaggingWithLoss(nn.Cell):
 
     def construct(self, pixel_values, labels, *teacher):
         image_embeds = self.model.visual_encoder(pixel_values)
-        loss = self.tag_loss(self.model.head_logits(image_embeds), labels)
+        loss = self.sum_scale * self.tag_loss(self.model.head_logits(image_embeds), labels)
         if self.distillation:
             loss = loss + self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), teacher[0])
         if self.alignment:
             logits = self.alignment_logits(image_embeds, teacher[self.text_at])
-            loss = loss + self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1], logits.dtype))
+            loss = loss + self.sum_scale * self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1],
+                                                                                logits.dtype))
         return loss

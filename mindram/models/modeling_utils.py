@@ -7,6 +7,7 @@ Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither e
 import contextlib
 import functools
 import logging
+import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -276,10 +277,17 @@ class PreTrainedModel(nn.Cell):
         return None if self.tokenizer_class is None else _shared_tokenizer(self.tokenizer_class)
 
     @classmethod
-    def show_support_list(cls, with_status=False):
+    def show_support_list(cls, with_status=False, verbose=True):
         """Names accepted by ``from_pretrained`` (scanned from the config files, never a hand list); with
-        ``with_status``, ``{name: True if its converted checkpoint is present locally}``."""
-        return catalog.support_list(cls.family, with_status=with_status)
+        ``with_status``, ``{name: True if its converted checkpoint is present locally}``.
+
+        With ``verbose`` (the default, as MindFormers) the list is also shown on stdout in MindFormers' block
+        (``- support list of CLIPModel is:`` / ``-    [...]`` / ``- ----``); names match case-insensitively.
+        """
+        names = catalog.support_list(cls.family, with_status=with_status)
+        if verbose:
+            sys.stdout.write(f"- support list of {cls.__name__} is:\n-    {list(names)}\n- {'-' * 37}\n")
+        return names
 
     def state_dict(self):
         """``{name: np.ndarray}`` copies of every parameter."""
@@ -299,6 +307,13 @@ class PreTrainedModel(nn.Cell):
             self.config.save(tmp)
         write_checkpoint(self.state_dict(), directory / "model.ckpt")
         return directory
+
+    def export(self, output, formats="both", **options):
+        """Write deployable graphs of this model (ONNX and/or MindIR) and an ``export.json`` manifest into
+        ``output``; returns the manifest. Options per family, see :mod:`mindram.export` (CLIP: ``towers``,
+        ``dynamic_batch``, ``batch_size``, ``text_dtype``)."""
+        from ..export import export_model  # pylint: disable=import-outside-toplevel
+        return export_model(self, output, formats=formats, **options)
 
     @classmethod
     def _config_for_checkpoint(cls, ckpt_path):

@@ -30,7 +30,7 @@ def get_pipeline_class(task):
     return MindFormerRegister.get_cls(MindFormerModuleType.PIPELINE, name)
 
 
-def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=8, **kwargs):
+def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=8, backend="mindspore", **kwargs):
     """Build the pipeline of ``task``.
 
     Args:
@@ -43,9 +43,14 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
             default ``model.image_processor`` (its image size and the catalog preprocessing of its weights).
         tokenizer: a tokenizer (``CLIPTokenizer``) or any callable ``texts -> ids``; default ``model.tokenizer``.
         batch_size: inputs per model call (lists are split and padded internally).
+        backend: ``"mindspore"`` (default) or ``"onnxruntime"``: then ``model`` is an export directory
+            (``python -m mindram.export``), run by :mod:`mindram.backends`.
         **kwargs: task options used as defaults for every call, e.g. ``candidate_labels=[...]``.
     """
     cls = get_pipeline_class(task)
+    if backend != "mindspore":
+        from ..backends import load_backend  # pylint: disable=import-outside-toplevel
+        model = load_backend(backend, model)
     return cls(model=model, image_processor=image_processor, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 

@@ -8,8 +8,12 @@ Top-level keys of a run YAML (MindFormers layout)::
     train_dataset / eval_dataset {data_loader {type, dataset_dir|..., split, ...}, shuffle, num_workers},
     runner_config {TrainingArguments fields}, optimizer {type, ...}, lr_schedule {type, ...},
     zero_shot {templates, class_names}, predict {candidate_labels, top_k},
+    use_parallel, parallel {parallel_mode, gradients_mean, enable_parallel_optimizer},
+    parallel_config {data_parallel, model_parallel, pipeline_stage}   (mindram.parallel.context)
+    recompute_config {recompute: true | [cell names]}   (mindram.parallel.recompute)
     tagging {teacher, distillation, alignment, tag_loss, alignment_loss, layer_decay, train_scale, horizontal_flip,
-             threshold, threshold_file, open_set, open_set_descriptions, open_set_clip}   (task image_tagging)
+             threshold, threshold_file, open_set, open_set_descriptions, open_set_clip, output_format,
+             language}   (task image_tagging)
 
 Everything is validated before any work starts: unknown keys, wrong types, unregistered ``type``
 names and missing dataset paths are :class:`ConfigError` naming the key and the allowed values.
@@ -19,12 +23,22 @@ from pathlib import Path
 
 from ..config import MindFormerConfig
 from ..errors import ConfigError
+from ..parallel import parallel_settings
+from ..parallel.recompute import check_recompute_config
 from ..registry import MindFormerModuleType, MindFormerRegister
 from .training_args import TrainingArguments
 
 TOP_LEVEL_KEYS = {"seed", "output_dir", "run_mode", "load_checkpoint", "trainer", "model", "processor",
                   "train_dataset", "eval_dataset", "runner_config", "optimizer", "lr_schedule", "zero_shot",
-                  "predict", "context", "aliases", "device_target", "tagging"}
+                  "predict", "context", "aliases", "device_target", "tagging", "use_parallel", "parallel",
+                  "parallel_config", "auto_trans_ckpt", "src_strategy_path_or_dir", "recompute_config"}
+#: MindFormers keys for sharded (model-parallel) checkpoints: accepted unset/False, refused set (with the reason)
+SHARDED_CHECKPOINT_KEYS = {
+    "auto_trans_ckpt": "automatic transformation of sharded (model-parallel) checkpoints is not supported on "
+                       "this backend: mindram checkpoints are never sharded (data parallel only); load them directly",
+    "src_strategy_path_or_dir": "sharding strategy files are not supported on this backend: mindram checkpoints "
+                                "are never sharded (data parallel only)",
+}
 DATASET_KEYS = {"data_loader", "shuffle", "num_workers"}
 SECTION_KEYS = {
     "trainer": {"type", "model_name"},
@@ -35,7 +49,7 @@ SECTION_KEYS = {
     "context": {"mode", "device_target", "device_id"},
     "tagging": {"teacher", "distillation", "alignment", "tag_loss", "alignment_loss", "layer_decay", "train_scale",
                 "horizontal_flip", "threshold", "threshold_file", "open_set", "open_set_descriptions",
-                "open_set_clip"},
+                "open_set_clip", "output_format", "language"},
 }
 PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file", "taglist_file", "image_dir")
 RUN_MODES = ("train", "eval", "predict", "finetune")
@@ -72,6 +86,9 @@ def validate_run_config(config, default_arch=None):
 
     ``default_arch``: the registered model a ``model.model_config`` without ``model.arch.type`` builds."""
     _check_keys("run config", config, TOP_LEVEL_KEYS)
+    for key, why in SHARDED_CHECKPOINT_KEYS.items():
+        if config.get(key) not in (None, False, ""):
+            raise ConfigError(f"{key}={config[key]!r}: {why}")
     if config.get("run_mode") is not None:
         check_run_mode(config["run_mode"])
     for section, allowed in SECTION_KEYS.items():
@@ -86,6 +103,8 @@ def validate_run_config(config, default_arch=None):
     except ConfigError as e:
         raise ConfigError(f"runner_config: {e}") from e
     check_output_dir(args.output_dir)
+    parallel_settings(config)
+    check_recompute_config(config.get("recompute_config"))
     if config.get("model") is not None and config.model.get("model_config") is not None:
         arch = (config.model.get("arch") or {}).get("type", default_arch)
         model_cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
@@ -194,7 +213,10 @@ def build_source(cfg):
 
 
 def load_run_config(args=None, overrides=None):
-    """A run config from a YAML path, a mapping or a MindFormerConfig, with dotted ``overrides`` applied."""
+    """A run config from a YAML path, a mapping or a MindFormerConfig, with dotted ``overrides`` applied.
+
+    A YAML path holding a PaddleClas RAM config (``Global`` + ``Arch`` sections) is translated first
+    (:mod:`mindram.compat.paddleclas`; the keys it cannot honour are logged as warnings)."""
     if args is None:
         config = MindFormerConfig()
     elif isinstance(args, MindFormerConfig):
@@ -203,6 +225,9 @@ def load_run_config(args=None, overrides=None):
         config = MindFormerConfig(args)
     elif isinstance(args, (str, Path)):
         config = MindFormerConfig(str(args))
+        if "Global" in config and "Arch" in config:  # a PaddleClas RAM YAML: translated, unhonoured keys logged
+            from ..compat.paddleclas import load_translated  # pylint: disable=import-outside-toplevel
+            config = MindFormerConfig(load_translated(args))
     else:
         raise ConfigError(f"args must be a YAML path, a mapping or a MindFormerConfig, got {type(args).__name__}")
     if overrides:

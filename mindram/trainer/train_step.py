@@ -4,9 +4,20 @@
 the gradients of one micro-batch into buffers and ``ApplyStep`` averages them, clips, updates and
 clears. All cells use ``auto_prefix=False`` so parameter names stay those of the model (checkpoints
 of a training run load into a bare model).
+
+Loss scale: static (``loss_scale``: the loss is multiplied by it, the gradients divided) or dynamic
+(``dynamic_loss_scale``: MindSpore's ``DynamicLossScaleUpdateCell``; the scale starts at ``loss_scale``, an update
+whose gradients overflow is skipped and divides the scale by ``scale_factor``, ``scale_window`` overflow-free
+updates multiply it; the scale and its counters are parameters, so checkpoints resume them).
+
+In a data-parallel job (``mindram.parallel``) the gradients are averaged over the ranks (MindSpore's
+``DistributedGradReducer``) before they are unscaled, clipped and applied — once per update, after accumulation —
+and the returned loss is the mean of the ranks' losses.
 """
 import mindspore as ms
 from mindspore import nn, ops
+
+from ..parallel import grad_reducer, loss_mean
 
 
 def _divide(scale, grad):
@@ -17,13 +28,18 @@ def _zero(buffer):
     return ops.assign(buffer, ops.zeros_like(buffer))
 
 
+def _finite(grad):
+    return ops.isfinite(grad).all().astype(ms.float32)
+
+
 def _logit_scale(weights):
     found = [p for p in weights if p.name.endswith("logit_scale")]
     return found[0] if found else None
 
 
 class _StepBase(nn.Cell):
-    def __init__(self, network, optimizer, max_grad_norm=None, clamp_max=None, loss_scale=1.0):
+    def __init__(self, network, optimizer, max_grad_norm=None, clamp_max=None, loss_scale=1.0, dynamic=None):
+        """``dynamic``: None (static ``loss_scale``) or ``{"scale_factor": f, "scale_window": n}``."""
         super().__init__(auto_prefix=False)
         self.network = network
         self.optimizer = optimizer
@@ -32,20 +48,57 @@ class _StepBase(nn.Cell):
         self.max_grad_norm = max_grad_norm
         self.clip = max_grad_norm is not None
         self.loss_scale = float(loss_scale)
-        self.logit_scale = _logit_scale(self.weights) if clamp_max is not None else None
-        self.clamp = self.logit_scale is not None
+        self.dynamic = dynamic is not None
+        if self.dynamic:
+            self.scale_sense = ms.Parameter(ms.Tensor(self.loss_scale, ms.float32), name="loss_scale_value",
+                                            requires_grad=False)
+            self.scale_update = nn.DynamicLossScaleUpdateCell(self.loss_scale, float(dynamic["scale_factor"]),
+                                                              int(dynamic["scale_window"]))
+        logit_scale = _logit_scale(self.weights) if clamp_max is not None else None
+        self.clamp = logit_scale is not None
+        if self.clamp:   # (an attribute set to None would be taken for a missing parameter)
+            self.logit_scale = logit_scale
         self.clamp_max = float(clamp_max) if clamp_max is not None else 0.0
         self.hyper_map = ops.HyperMap()
+        self.reducer = grad_reducer(self.weights)
+        self.reduce = self.reducer is not None
+        self.loss_mean = loss_mean()
+        self.mean_loss = self.loss_mean is not None
 
     def _loss_and_grads(self, *inputs):
         loss = self.network(*inputs)
-        sens = ops.fill(loss.dtype, loss.shape, self.loss_scale)
+        if self.dynamic:
+            sens = ops.ones_like(loss) * self.scale_sense.astype(loss.dtype)
+        else:
+            sens = ops.fill(loss.dtype, loss.shape, self.loss_scale)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
+        if self.mean_loss:
+            loss = self.loss_mean(loss)
         return loss, grads
 
     def _apply(self, grads, scale):
-        """Divide by ``scale`` (loss scale × accumulation), clip, update, clamp logit_scale."""
+        """Average over the ranks, divide by ``scale`` (loss scale × accumulation), clip, update, clamp
+        logit_scale."""
+        if self.reduce:
+            grads = self.reducer(grads)
         grads = self.hyper_map(ops.partial(_divide, scale), grads) if scale != 1.0 else grads
+        return self._update(grads)
+
+    def _apply_dynamic(self, grads, steps, out):
+        """The dynamic-scale ``_apply``: average over the ranks, unscale, update unless the gradients overflowed
+        (then the scale shrinks; the update cell grows it after ``scale_window`` good steps); returns ``out``
+        after the update."""
+        if self.reduce:
+            grads = self.reducer(grads)
+        grads = self.hyper_map(ops.partial(_divide, self.scale_sense * steps), grads)
+        overflow = ops.stack(self.hyper_map(_finite, grads)).min() < 0.5
+        overflow = self.scale_update(self.scale_sense, overflow)
+        if not overflow:
+            out = ops.depend(out, self._update(grads))
+        return out
+
+    def _update(self, grads):
+        """Clip, update, clamp logit_scale."""
         if self.clip:
             grads = ops.clip_by_global_norm(grads, self.max_grad_norm)
         done = self.optimizer(grads)
@@ -60,6 +113,8 @@ class TrainStep(_StepBase):
 
     def construct(self, *inputs):
         loss, grads = self._loss_and_grads(*inputs)
+        if self.dynamic:
+            return self._apply_dynamic(grads, 1.0, loss)
         return ops.depend(loss, self._apply(grads, self.loss_scale))
 
 
@@ -82,12 +137,16 @@ class ApplyStep(nn.Cell):
     def __init__(self, accumulate, steps):
         super().__init__(auto_prefix=False)
         self.accumulate = accumulate
+        self.steps = float(steps)
         self.scale = accumulate.loss_scale * steps
         self.scale_tensor = ms.Tensor(self.scale, ms.float32)
         self.hyper_map = ops.HyperMap()
 
     def construct(self):
         grads = self.hyper_map(ops.partial(ops.mul, 1.0), self.accumulate.accum)
-        done = self.accumulate._apply(grads, self.scale)
+        if self.accumulate.dynamic:
+            done = self.accumulate._apply_dynamic(grads, self.steps, self.scale_tensor)
+        else:
+            done = self.accumulate._apply(grads, self.scale)
         cleared = self.hyper_map(_zero, ops.depend(self.accumulate.accum, done))
         return ops.depend(self.scale_tensor, cleared)

@@ -17,11 +17,14 @@ from ..errors import ConfigError, UnknownNameError
 from ..models.modeling_utils import PreTrainedModel
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_top_k
-from .run_config import load_run_config
+from .run_config import SHARDED_CHECKPOINT_KEYS, load_run_config
 from .tasks import BaseTrainer  # importing the package registers its trainers
 from .training_args import TrainingArguments
 
 logger = logging.getLogger(__name__)
+
+#: MindFormers arguments for distributed checkpoints, with why they do not apply (accepted when unset)
+UNSUPPORTED = dict(SHARDED_CHECKPOINT_KEYS, src_strategy=SHARDED_CHECKPOINT_KEYS["src_strategy_path_or_dir"])
 
 
 def task_classes():
@@ -108,19 +111,71 @@ class Trainer:
     def model(self):
         return self.task.model
 
-    def train(self):
-        """Train the model; returns a summary (steps, losses) also written to ``train_metrics.json``."""
+    def train(self, train_checkpoint=None, resume_training=None, **kwargs):
+        """Train the model; returns a summary (steps, losses) also written to ``train_metrics.json``.
+
+        MindFormers' arguments: ``train_checkpoint`` (a model name, directory or ``.ckpt`` to start from;
+        ``True``/``False``/None: the configured ``load_checkpoint``) and ``resume_training`` (``True`` or
+        ``"latest"``: resume the latest checkpoint in ``output_dir``; a checkpoint directory: resume it).
+        """
+        self._refuse_unsupported(kwargs, "train")
+        if train_checkpoint not in (None, True, False):
+            self._use_checkpoint(train_checkpoint, "train_checkpoint")
+        if resume_training not in (None, False):
+            self.task.args.resume_from_checkpoint = "latest" if resume_training is True else str(resume_training)
         return self.task.train()
 
-    def evaluate(self):
-        """Evaluate on ``eval_dataset``; returns the metrics also written to ``eval_metrics.json``."""
+    def evaluate(self, eval_checkpoint=None, **kwargs):
+        """Evaluate on ``eval_dataset``; returns the metrics also written to ``eval_metrics.json``.
+
+        ``eval_checkpoint`` (MindFormers): None/False — the model as configured; ``True`` — the weights this
+        trainer holds (trained or loaded), else the ``final/`` model of a training run in ``output_dir``, else
+        the configured checkpoint; a model name, directory or ``.ckpt`` — that checkpoint.
+        """
+        self._refuse_unsupported(kwargs, "evaluate")
+        self._use_checkpoint(eval_checkpoint, "eval_checkpoint")
         return self.task.evaluate()
 
-    def predict(self, input_data, top_k=None):
-        """Predictions for images (paths, PIL images, arrays, or a list of them).
+    def predict(self, input_data=None, top_k=None, predict_checkpoint=None, **kwargs):
+        """Predictions for images (paths, ``http(s)`` URLs, PIL images, arrays, or a list of them).
 
         ``top_k``: labels per image, a positive int (None: the config's ``predict.top_k``). In a list, an input
         that cannot be read gives ``None`` (and a warning naming it) instead of failing the others.
+        ``predict_checkpoint``: as ``eval_checkpoint`` of :meth:`evaluate` (MindFormers' argument).
+        Other keyword arguments are task options (e.g. the tagging task's ``output_format``/``language``).
         """
+        if input_data is None:
+            raise TypeError("predict() needs input_data: an image path or URL, a PIL image, an array, or a list")
+        self._refuse_unsupported({k: kwargs[k] for k in UNSUPPORTED if k in kwargs}, "predict")
+        options = {k: v for k, v in kwargs.items() if k not in UNSUPPORTED}
         check_top_k(top_k, "predict top_k (labels per image; None: the config's predict.top_k)")
-        return self.task.predict(input_data, top_k=top_k)
+        self._use_checkpoint(predict_checkpoint, "predict_checkpoint")
+        return self.task.predict(input_data, top_k=top_k, **options)
+
+    def _use_checkpoint(self, checkpoint, key):
+        """Point the task at ``checkpoint`` (see :meth:`evaluate`); the model is rebuilt on next use."""
+        if checkpoint is None or checkpoint is False:
+            return
+        if checkpoint is True:
+            if self.task._model is not None:
+                return  # the weights this trainer already holds (trained here, or loaded)
+            final = self.task.output_dir / "final"
+            if not (final / "config.yaml").is_file():
+                return  # the configured checkpoint
+            checkpoint = final
+        if not isinstance(checkpoint, (str, Path)):
+            raise TypeError(f"{key} must be True/False, a model name or a checkpoint path, "
+                            f"got {type(checkpoint).__name__}")
+        catalog.check_model_path(checkpoint)
+        self.config.load_checkpoint = str(checkpoint)
+        self.task._model = None
+        logger.info("%s: using %s", key, checkpoint)
+
+    @staticmethod
+    def _refuse_unsupported(kwargs, method):
+        for key, value in kwargs.items():
+            if key in UNSUPPORTED:
+                if value in (None, False, ""):
+                    continue
+                raise ConfigError(f"{method}({key}={value!r}): {UNSUPPORTED[key]}")
+            raise TypeError(f"{method}() got an unexpected keyword argument {key!r}")

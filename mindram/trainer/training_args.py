@@ -20,7 +20,10 @@ class TrainingArguments(BaseConfig):
     gradient_accumulation_steps: int = 1
     max_grad_norm: Optional[float] = 1.0       # global-norm clipping; None disables
     logit_scale_max: Optional[float] = math.log(100.0)   # clamp after each step (open_clip); None disables
-    loss_scale: float = 1.0                    # static loss scale for float16 training
+    loss_scale: float = 1.0                    # static loss scale for float16 training (dynamic: the initial one)
+    dynamic_loss_scale: bool = False           # DynamicLossScaleUpdateCell: skip overflowing updates, adapt
+    scale_factor: float = 2.0                  # dynamic: divide on overflow / multiply after scale_window steps
+    scale_window: int = 1000                   # dynamic: overflow-free updates before the scale grows
     logging_steps: int = 10
     save_steps: Optional[int] = None           # None: save at the end of each epoch only
     keep_checkpoint_max: int = 3
@@ -29,6 +32,9 @@ class TrainingArguments(BaseConfig):
     resume_from_checkpoint: Optional[str] = None   # a checkpoint directory, or "latest" in output_dir
     overwrite_output_dir: bool = False         # a new run deletes a previous run's outputs instead of refusing
     stop_on_nonfinite: bool = True
+    # data-parallel contrastive loss (open_clip's --local-loss / --gather-with-grad; see mindram.losses.ClipLoss)
+    local_loss: bool = False                   # each rank: its own rows against the global batch's columns
+    gather_with_grad: bool = True              # differentiate the all-gather: N ranks x b == one device x N*b
 
     def validate(self):
         for key in ("epochs", "batch_size", "gradient_accumulation_steps", "logging_steps", "keep_checkpoint_max",
@@ -42,3 +48,7 @@ class TrainingArguments(BaseConfig):
             raise ConfigError(f"runner_config.max_grad_norm: expected > 0 or null, got {self.max_grad_norm}")
         if self.loss_scale <= 0:
             raise ConfigError(f"runner_config.loss_scale: expected > 0, got {self.loss_scale}")
+        if self.scale_factor <= 1:
+            raise ConfigError(f"runner_config.scale_factor: expected > 1, got {self.scale_factor}")
+        if self.scale_window < 1:
+            raise ConfigError(f"runner_config.scale_window: expected >= 1, got {self.scale_window}")

@@ -71,3 +71,11 @@ def run_cli(main, argv=None, prog=None):
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
     return 0 if code is None else int(code)
+
+
+def run_quiet_cli(main, argv=None, prog=None):
+    """:func:`run_cli` for a command that logs warnings only, or everything with ``--verbose`` in ``argv``
+    (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging(logging.INFO if "--verbose" in argv else logging.WARNING)
+    return run_cli(main, argv, prog=prog)

@@ -109,7 +109,8 @@ def test_unavailable_device_target():
         pytest.skip("this MindSpore build supports GPU")
     result = run("--config", DEMO, "--device_target", "GPU")
     assert result.returncode == 2
-    assert error_line(result).startswith("--device_target GPU: this MindSpore build supports only CPU")
+    assert error_line(result).startswith("device_target GPU (--device_target or the config's context.device_target): "
+                                      "this MindSpore build supports only CPU")
 
 
 @pytest.mark.parametrize("top_k", ["0", "-1"])

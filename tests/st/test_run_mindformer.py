@@ -23,9 +23,9 @@ TINY = [
 ]
 
 
-def run(*args, cwd=ROOT):
-    """run_mindformer.py with ``args`` in a subprocess (from ``cwd``)."""
-    env = dict(os.environ, GLOG_v="3")
+def run(*args, cwd=ROOT, env=None):
+    """run_mindformer.py with ``args`` in a subprocess (from ``cwd``; ``env``: extra environment variables)."""
+    env = dict(os.environ, GLOG_v="3", **(env or {}))
     return subprocess.run([sys.executable, str(ROOT / "run_mindformer.py"), *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=str(cwd), timeout=600)
 

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import subprocess
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -339,3 +340,16 @@ def test_build_cache_is_reused_across_processes(tmp_path):
     assert second == {"path": str(lib), "compiled": False}
     assert lib.stat().st_mtime_ns == mtime
     assert [p.name for p in lib.parent.iterdir()] == [build.LIB_NAME]  # no temporaries left
+
+
+def test_a_removed_library_is_built_again(monkeypatch, tmp_path, fresh_build):
+    """The library of a $MINDRAM_HOME that was removed (a temporary home) is not handed out again."""
+    if build.kernels_disabled() or not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("MINDRAM_HOME", str(tmp_path / "first"))
+    first = build.kernel_library()
+    assert first is not None and Path(first).is_file()
+    shutil.rmtree(tmp_path / "first")
+    monkeypatch.setenv("MINDRAM_HOME", str(tmp_path / "second"))
+    second = build.kernel_library()
+    assert second is not None and Path(second).is_file() and second.startswith(str(tmp_path / "second"))

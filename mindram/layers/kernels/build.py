@@ -212,13 +212,17 @@ def _build():
 def kernel_library():
     """Path (str) of the compiled kernel library, or None to use MindSpore's built-in ops.
 
-    Built (or found in the cache) once per process; the environment switch is read on every call
-    so that tests can disable kernels at any time.
+    Built (or found in the cache) once per process — again if the library file has since been removed (e.g.
+    its ``$MINDRAM_HOME`` was a temporary directory); the environment switch is read on every call so that
+    tests can disable kernels at any time.
     """
     if kernels_disabled():
         warn_once(f"{DISABLE_ENV} is set; using MindSpore's built-in GELU/LayerNorm")
         return None
     with _lock:
+        if _state["done"] and _state["path"] is not None and not os.path.isfile(_state["path"]):
+            logger.info("kernel library %s was removed; building or finding it again", _state["path"])
+            _state.update(done=False, path=None, compiled=False)
         if not _state["done"]:
             try:
                 path, compiled = _build()

@@ -73,9 +73,60 @@ class CLIPConfig(PretrainedConfig):
 
     nested = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
 
+    @classmethod
+    def from_dict(cls, data):
+        """Build from a mapping (strict); MindFormers' ``CLIPConfig`` fields are translated first:
+        ``dtype`` is ``compute_dtype`` and ``ratio`` (the attention head width, 64 in every CLIP) sets both
+        towers' ``num_attention_heads = hidden_size // ratio`` — as MindFormers builds the network from them.
+        A translated key that contradicts the mindram key given beside it is a ``ConfigError``."""
+        if isinstance(data, dict) and ("dtype" in data or "ratio" in data):
+            data = _translate_mindformers_keys(data)
+        return super().from_dict(data)
+
+    @property
+    def dtype(self):
+        """MindFormers' name of :attr:`compute_dtype`."""
+        return self.compute_dtype
+
+    @property
+    def ratio(self):
+        """MindFormers' ``ratio``: the attention head width when both towers share it, else None."""
+        widths = {c.hidden_size // c.num_attention_heads for c in (self.text_config, self.vision_config)}
+        return widths.pop() if len(widths) == 1 else None
+
     def validate(self):
         if self.projection_dim <= 0:
             raise ConfigError(f"CLIPConfig.projection_dim: expected a positive value, got {self.projection_dim!r}")
         if self.compute_dtype not in ("float32", "float16"):
             raise ConfigError(f"CLIPConfig.compute_dtype: expected float32 or float16 (bfloat16 has no MindSpore "
                               f"2.10 CPU kernels), got {self.compute_dtype!r}")
+
+
+def _translate_mindformers_keys(data):
+    """``data`` with MindFormers' ``dtype``/``ratio`` turned into mindram keys (see :meth:`CLIPConfig.from_dict`)."""
+    data = dict(data)
+    if "dtype" in data:
+        dtype = data.pop("dtype")
+        if data.get("compute_dtype", dtype) != dtype:
+            raise ConfigError(f"CLIPConfig: dtype={dtype!r} (MindFormers' compute dtype) contradicts "
+                              f"compute_dtype={data['compute_dtype']!r}; give one of them")
+        data["compute_dtype"] = dtype
+    if "ratio" in data:
+        ratio = data.pop("ratio")
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio <= 0:
+            raise ConfigError(f"CLIPConfig.ratio: expected a positive int (attention head width, e.g. 64), "
+                              f"got {ratio!r}")
+        for key, tower in (("text_config", CLIPTextConfig), ("vision_config", CLIPVisionConfig)):
+            sub = data.get(key)
+            sub = dict(sub.to_dict() if isinstance(sub, BaseConfig) else (sub or {}))
+            width = sub.get("hidden_size", tower.hidden_size)
+            if width % ratio:
+                raise ConfigError(f"CLIPConfig.ratio={ratio}: {key}.hidden_size={width} is not a multiple of it")
+            heads = width // ratio
+            if sub.get("num_attention_heads", heads) != heads:
+                raise ConfigError(f"CLIPConfig.ratio={ratio} means {key}.num_attention_heads={heads} "
+                                  f"(hidden_size {width} / ratio), but num_attention_heads="
+                                  f"{sub['num_attention_heads']} is given; give one of them")
+            sub["num_attention_heads"] = heads
+            data[key] = sub
+    return data

@@ -4,6 +4,10 @@ Pure functions on ``{name: np.ndarray}`` (no torch):
 - :func:`convert_state_dict` accepts OpenAI/open_clip keys (``visual.*``, ``token_embedding.weight``,
   ``transformer.*`` …, also open_clip's ``text.*`` layout) and Hugging Face ``CLIPModel`` keys
   (``vision_model.*``, ``text_model.*``), returning mindram names.
+- :func:`load_pdparams` reads PaddleMIX / PaddleNLP ``model_state.pdparams`` (a pickled ``{name: ndarray}``,
+  read by the restricted unpickler: nothing in it is executed) and maps PaddleMIX's names to open_clip's
+  (:func:`from_paddle`: Paddle ``Linear`` weights are stored (in, out), transposed vs torch; separate
+  ``q_proj``/``k_proj``/``v_proj`` are packed into ``in_proj_*``).
 - :func:`to_open_clip_state_dict` is its inverse (open_clip/OpenAI names), so a round trip is a test.
 - :func:`config_from_state_dict` finds the architecture file whose shapes match the weights (the
   head count cannot be read from shapes: ViT-H/g/bigG use 80/88/104-wide heads).
@@ -18,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ... import catalog
-from ...errors import CheckpointError, ConfigError
+from ...errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from ...utils.safe_pickle import UnsafePickleError, load_restricted_pickle
 from .configuration import FAMILY, CLIPConfig
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,52 @@ def _from_hf(sd):
             raise CheckpointError(f"incomplete q/k/v projections under {prefix}: have {sorted(parts)}")
         out[f"{prefix}.attn.in_proj_{kind}"] = np.concatenate([parts["q"], parts["k"], parts["v"]], axis=0)
     return out
+
+
+_PADDLE_QKV = re.compile(r"^(.*\.attn)\.([qkv])_proj\.(weight|bias)$")
+_PADDLE_LINEAR_WEIGHTS = (".attn.out_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight", ".attn.in_proj_weight")
+
+
+def from_paddle(sd):
+    """PaddleMIX CLIP names/layouts → open_clip's: (in, out) Linear weights transposed, q/k/v packed (a missing
+    k bias, as EVA-style attention has, is zeros), bfloat16 (stored as uint16) widened; non-arrays skipped."""
+    out, qkv = {}, {}
+    for key, value in sd.items():
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
+            value = value[1]  # paddle.save of a Tensor outside a state dict: (parameter name, array)
+        if not isinstance(value, np.ndarray):
+            continue  # e.g. Paddle's "StructuredToParameterName@@" table
+        if value.dtype == np.uint16:
+            value = (value.astype(np.uint32) << 16).view(np.float32)
+        if ".attn.qkv_proj." in key:
+            raise CheckpointError(f"{key}: fused per-head qkv_proj (fuse_attention_qkv=True) is not supported; "
+                                  f"save the PaddleMIX model with separate q_proj/k_proj/v_proj")
+        match = _PADDLE_QKV.match(key)
+        if match:
+            qkv.setdefault((match.group(1), match.group(3)), {})[match.group(2)] = value
+            continue
+        out[key] = value.T if key.endswith(_PADDLE_LINEAR_WEIGHTS) and value.ndim == 2 else value
+    for (prefix, kind), parts in qkv.items():
+        if kind == "bias" and set(parts) == {"q", "v"}:
+            parts["k"] = np.zeros_like(parts["q"])
+        if set(parts) != {"q", "k", "v"}:
+            raise CheckpointError(f"incomplete q/k/v projections under {prefix}: have {sorted(parts)}")
+        packed = [parts[n].T if kind == "weight" else parts[n] for n in "qkv"]
+        out[f"{prefix}.in_proj_{kind}"] = np.concatenate(packed, axis=0)
+    return out
+
+
+def load_pdparams(path):
+    """A PaddleMIX/PaddleNLP ``.pdparams`` as open_clip-named ``{name: ndarray}`` (restricted unpickling)."""
+    try:
+        obj = load_restricted_pickle(path)
+    except UnsafePickleError as e:
+        raise UnsafeCheckpointError(str(e)) from None
+    params = from_paddle(obj) if isinstance(obj, dict) else {}
+    if not params:
+        raise CheckpointError(f"{path}: not a Paddle state dict (expected a pickled {{name: ndarray}} mapping, "
+                              f"got {type(obj).__name__})")
+    return params
 
 
 def convert_state_dict(sd):
@@ -204,10 +255,12 @@ def _source_file(torch_path):
         raise FileNotFoundError(errno.ENOENT, "input checkpoint not found", str(path))
     if path.is_dir():
         files = [path / n for n in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-                                    "open_clip_pytorch_model.bin") if (path / n).is_file()]
+                                    "open_clip_pytorch_model.bin", "model_state.pdparams") if (path / n).is_file()]
         if not files:
-            raise CheckpointError(f"{path}: no model.safetensors, pytorch_model.bin or open_clip_pytorch_model.bin "
-                                  f"in the directory")
+            raise CheckpointError(f"{path}: no model.safetensors, pytorch_model.bin, open_clip_pytorch_model.bin or "
+                                  f"model_state.pdparams in the directory")
+        if files[0].suffix == ".pdparams":
+            return files[0], None, "paddlemix"
         config_json = path / "config.json"
         if config_json.is_file() and files[0].name in ("model.safetensors", "pytorch_model.bin"):
             try:
@@ -216,6 +269,8 @@ def _source_file(torch_path):
                 raise ConfigError(f"{config_json}: not valid JSON ({e})") from e
             return files[0], (hf.get("vision_config") or {}).get("hidden_act", "quick_gelu"), "huggingface"
         return files[0], None, "open_clip"
+    if path.suffix == ".pdparams":
+        return path, None, "paddlemix"
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
@@ -230,17 +285,22 @@ def convert_file(torch_path, mindspore_path, model_name=None, overwrite=False):
     """Convert a PyTorch CLIP checkpoint to a MindSpore ``.ckpt``/``.safetensors`` plus a ``<stem>.yaml`` config.
 
     Accepts OpenAI TorchScript ``.pt``, open_clip ``.bin/.pt/.pth/.safetensors`` (``state_dict``
-    wrappers and ``module.`` prefixes included) and Hugging Face CLIP folders. Output paths are checked
-    before the weights are read (:func:`mindram.models.convert_utils.check_outputs`); both files are written
-    atomically and the checkpoint is re-opened and checked; an existing ``<stem>.yaml`` with another config
-    is kept unless ``overwrite``. Returns a report dict (architecture, activation, missing/unexpected keys).
+    wrappers and ``module.`` prefixes included), Hugging Face CLIP folders and PaddleMIX ``model_state.pdparams``
+    (or its folder, whose name, a PaddleMIX model id, gives the weights when ``model_name`` is not given).
+    Output paths are checked before the weights are read (:func:`mindram.models.convert_utils.check_outputs`);
+    both files are written atomically and the checkpoint is re-opened and checked; an existing ``<stem>.yaml``
+    with another config is kept unless ``overwrite``. Returns a report dict (architecture, activation,
+    missing/unexpected keys).
     """
     from ...checkpoint import load_torch_state_dict
     from ..convert_utils import check_outputs, resolve_model_name, save_converted
     record = resolve_model_name(FAMILY, model_name) if model_name is not None else None
     source_file, hidden_act, fmt = _source_file(torch_path)
     check_outputs(mindspore_path, inputs=[source_file])
-    source = load_torch_state_dict(source_file)
+    source = load_pdparams(source_file) if fmt == "paddlemix" else load_torch_state_dict(source_file)
+    if record is None and fmt == "paddlemix":
+        record = _paddlemix_record(source_file, {("text." + k if k.startswith(_TEXT_KEYS) else k): v
+                                                 for k, v in source.items()})
     ignored = sorted(k for k in source if k in IGNORED_KEYS)
     params = convert_state_dict(source)
     if record is not None:
@@ -269,6 +329,20 @@ def convert_file(torch_path, mindspore_path, model_name=None, overwrite=False):
             "mindspore_path": str(checkpoint), "config_path": str(config_path)}
 
 
+def _paddlemix_record(source_file, params):
+    """The catalog weights a PaddleMIX download folder is named after (``.../CLIP-ViT-B-16-laion2B-s34B-b88K/``,
+    a PaddleMIX model id alias) when their shapes match, else None."""
+    for name in (source_file.parent.name, source_file.stem):
+        try:
+            record = catalog.resolve(FAMILY, name)
+        except (KeyError, ConfigError):
+            continue
+        if record.tag and config_signature(CLIPConfig.from_yaml(record.arch_file)) == shape_signature(params):
+            logger.info("%s: PaddleMIX weights of %s (from the folder name)", source_file, record.name)
+            return record
+    return None
+
+
 def _convert(args):
     report = convert_file(args.torch_path, args.mindspore_path, args.model_name, overwrite=args.overwrite)
     print(f"converted {args.torch_path} ({report['format']}) -> {report['mindspore_path']} (re-read: "
@@ -287,7 +361,8 @@ def main(argv=None):
     from ..convert_utils import converter_parser, run_converter
     parser = converter_parser("Convert PyTorch CLIP weights to a MindSpore checkpoint")
     parser.add_argument("--torch_path", required=True,
-                        help="OpenAI .pt, open_clip .bin/.pt/.pth/.safetensors, or a Hugging Face CLIP folder")
+                        help="OpenAI .pt, open_clip .bin/.pt/.pth/.safetensors, a Hugging Face CLIP folder, or a "
+                             "PaddleMIX model_state.pdparams (or its folder)")
     parser.add_argument("--mindspore_path", required=True,
                         help="output .ckpt or .safetensors (a <stem>.yaml config is written beside)")
     parser.add_argument("--model_name", default=None,

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ...errors import ConfigError, DataError
+from ...tools.image_tools import is_url, open_url
 from ..image_processing_utils import BaseImageProcessor
 from .configuration import CLIPConfig
 
@@ -102,6 +103,9 @@ def _high_bit_to_8bit(image: Image.Image) -> Image.Image:
 def _open_path(path: Union[str, os.PathLike], apply_exif: bool) -> Image.Image:
     """Open and fully decode an image file; missing -> FileNotFoundError, undecodable -> DataError."""
     path_str = os.fspath(path)
+    if is_url(path_str):
+        image = open_url(path_str)
+        return ImageOps.exif_transpose(image) if apply_exif else image
     if not os.path.exists(path_str):
         raise FileNotFoundError(errno.ENOENT, "image file not found", path_str)
     try:

@@ -25,11 +25,14 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError
 from ...utils.arrays import l2_normalize
+from ...utils.embedding_cache import cache_file, cache_label, read_cached, weights_digest, write_cached
+from ...utils.io import mindram_home
 from .tokenizer import CLIPTokenizer, tokenize
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_FILE = Path(__file__).resolve().parent / "imagenet_zeroshot.json"
+CLASSIFIER_CACHE_VERSION = 1  # part of every classifier cache key: bump when the recipe changes
 Template = Union[str, Callable[[str], str]]
 
 
@@ -130,8 +133,21 @@ def _check_names(name, values):
     return list(values)
 
 
+def classifier_cache_path(model, classnames, templates, tokenizer=None):
+    """The disk-cache file of a zero-shot classifier (``$MINDRAM_HOME/clip/zero_shot/``), keyed by the text
+    tower's weights, the context length, the tokenizer's vocabulary, the class names and the templates; None
+    when a template or the tokenizer is a callable (nothing stable to key it by)."""
+    if any(callable(t) for t in templates) or not (tokenizer is None or isinstance(tokenizer, CLIPTokenizer)):
+        return None
+    vocab = str(tokenizer.vocab_file) if tokenizer is not None else "default"
+    key = [CLASSIFIER_CACHE_VERSION, weights_digest(getattr(model, "text", model)), int(model.context_length),
+           vocab, list(classnames), list(templates)]
+    name = getattr(getattr(model, "config", None), "checkpoint_name_or_path", None)
+    return cache_file(mindram_home() / "clip" / "zero_shot", cache_label(name, "clip"), key)
+
+
 def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[Template], tokenizer=None,
-                               batch_size: int = 64, progress=None) -> np.ndarray:
+                               batch_size: int = 64, progress=None, cache: bool = False) -> np.ndarray:
     """Zero-shot classifier weights ``(D, C)`` float32, one L2-normalised column per class name.
 
     Args:
@@ -142,26 +158,38 @@ def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequ
         tokenizer: None (``mindram.tokenize``), a ``CLIPTokenizer`` or a callable returning ids.
         batch_size: prompts per text-tower call.
         progress: show a tqdm bar over classes; None: for 100 classes or more, on a terminal.
+        cache: read/write the result in ``$MINDRAM_HOME/clip/zero_shot/`` (:func:`classifier_cache_path`), so
+            a repeated evaluation (e.g. CIFAR-100's 100 classes x 18 templates) encodes its prompts once.
     """
     classnames = _check_names("classnames", classnames)
     templates = check_templates(templates)
+    path = classifier_cache_path(model, classnames, templates, tokenizer) if cache else None
+    if path is not None:
+        cached = read_cached(path, (None, len(classnames)), "zero-shot classifier")
+        if cached is not None:
+            return cached
+    weights = _encode_classifier(model, classnames, templates, tokenizer, batch_size, progress)
+    if path is not None:
+        write_cached(path, weights, "zero-shot classifier")
+    return weights
+
+
+def _encode_classifier(model, classnames, templates, tokenizer, batch_size, progress):
+    """Every prompt (class x template) encoded in full batches of ``batch_size``, then averaged per class."""
     num_templates = len(templates)
-    per_chunk = max(1, batch_size // num_templates)
+    texts = [_render(t, c) for c in classnames for t in templates]
+    ids = tokenize_with(tokenizer, texts, model.context_length)
     # None: a bar for 100+ classes when writing to a terminal (tqdm's disable=None)
     disable = (not progress) if progress is not None else (None if len(classnames) >= 100 else True)
-    columns = []
-    encode = model.get_text_features
-    with tqdm(total=len(classnames), desc="zero-shot classifier", unit="class", disable=disable) as bar:
-        for start in range(0, len(classnames), per_chunk):
-            names = classnames[start:start + per_chunk]
-            texts = [_render(t, c) for c in names for t in templates]
-            ids = tokenize_with(tokenizer, texts, model.context_length)
-            feats = l2_normalize(encode_in_batches(encode, ids, batch_size))
-            mean = feats.reshape(len(names), num_templates, -1).mean(axis=1)
-            columns.append(l2_normalize(mean))
-            bar.update(len(names))
+    feats = []
+    with tqdm(total=len(texts), desc="zero-shot classifier", unit="prompt", disable=disable) as bar:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            feats.append(encode_in_batches(model.get_text_features, chunk, batch_size))
+            bar.update(len(chunk))
+    mean = l2_normalize(np.concatenate(feats)).reshape(len(classnames), num_templates, -1).mean(axis=1)
     logger.debug("built a zero-shot classifier: %d classes x %d templates", len(classnames), num_templates)
-    return np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)
+    return np.ascontiguousarray(l2_normalize(mean).T, dtype=np.float32)
 
 
 def zero_shot_logits(image_features, classifier, scale: float = 100.0) -> np.ndarray:

@@ -15,17 +15,16 @@ the context length, the model type and every text. Files are written atomically;
 mismatching cache file is rebuilt with a warning; a cache that cannot be written only costs a warning.
 The reference encodes with fp16 CLIP on GPUs and fp32 on CPU; this is the fp32 path.
 """
-import hashlib
-import json
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import DataError
+from ...utils import embedding_cache
 from ...utils.arrays import l2_normalize
-from ...utils.io import atomic_write, mindram_home
+from ...utils.embedding_cache import weights_digest  # noqa: F401 (re-exported: the cache key's weights part)
+from ...utils.io import mindram_home
 from .tags import parse_tag_names
 
 logger = logging.getLogger(__name__)
@@ -112,59 +111,20 @@ def open_set_texts(model_type, tags, descriptions=None):
     return [template_prompts(t) for t in tags]
 
 
-def weights_digest(cell):
-    """sha256 over the names, dtypes, shapes and bytes of ``cell``'s parameters, in name order."""
-    digest = hashlib.sha256()
-    for param in sorted(cell.get_parameters(), key=lambda p: p.name):
-        value = np.ascontiguousarray(param.asnumpy())
-        digest.update(f"{param.name}|{value.dtype.str}|{value.shape}|".encode("utf-8"))
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
 def cache_dir():
     return mindram_home() / "ram" / "openset"
 
 
 def cache_label(name):
-    """A file-name-safe label of a CLIP name or path: its last component, other characters replaced by '_'."""
-    label = re.sub(r"[^A-Za-z0-9_.+-]+", "_", Path(str(name)).name if name else "").strip("._")[:64]
-    return label or "clip"
+    """A file-name-safe label of a CLIP name or path (:func:`mindram.utils.embedding_cache.cache_label`)."""
+    return embedding_cache.cache_label(name, default="clip")
 
 
 def cache_path(clip, name, model_type, texts):
     """The cache file of ``texts`` encoded by ``clip`` (module docstring); always inside :func:`cache_dir`."""
-    key = json.dumps([CACHE_VERSION, model_type, weights_digest(getattr(clip, "text", clip)),
-                      getattr(clip, "context_length", None), texts], ensure_ascii=False)
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return cache_dir() / f"{cache_label(name)}-{model_type}-{digest}.npy"
-
-
-def _read_cache(path, leading_shape):
-    """The cached float32 array of shape ``leading_shape + (E,)``, or None (missing; unusable, with a warning)."""
-    if not path.is_file():
-        return None
-    try:
-        embed = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        problem = f"is unreadable ({type(e).__name__}: {e})"
-    else:
-        if embed.dtype == np.float32 and embed.shape[:-1] == leading_shape and \
-                embed.ndim == len(leading_shape) + 1 and np.isfinite(embed).all():
-            logger.info("open-set embeddings from cache %s", path)
-            return embed
-        problem = f"holds {embed.dtype} {embed.shape}, expected finite float32 {leading_shape + ('E',)}"
-    logger.warning("open-set cache %s %s; rebuilding it", path, problem)
-    return None
-
-
-def _write_cache(path, embed):
-    try:
-        with atomic_write(path) as tmp:
-            np.save(tmp, embed)
-    except OSError as e:
-        logger.warning("open-set cache %s not written (%s: %s); the embeddings are used uncached", path,
-                       type(e).__name__, e)
+    key = [CACHE_VERSION, model_type, weights_digest(getattr(clip, "text", clip)),
+           getattr(clip, "context_length", None), texts]
+    return embedding_cache.cache_file(cache_dir(), f"{cache_label(name)}-{model_type}", key)
 
 
 def build_label_embed(model_type, tags, descriptions=None, clip_model=DEFAULT_CLIP, cache=True):
@@ -182,12 +142,12 @@ def build_label_embed(model_type, tags, descriptions=None, clip_model=DEFAULT_CL
             getattr(getattr(model, "config", None), "checkpoint_name_or_path", None)
         path = cache_path(model, name, model_type, texts)
         leading = (len(tags), len(texts[0])) if model_type == "ram_plus" else (len(tags),)
-        embed = _read_cache(path, leading)
+        embed = embedding_cache.read_cached(path, leading + (None,), "open-set embeddings")
         if embed is not None:
             return embed
     per_tag = len(texts[0])
     flat = encode_texts(model, [s for t in texts for s in t]).reshape(len(tags), per_tag, -1)
     embed = flat if model_type == "ram_plus" else l2_normalize(flat.mean(axis=1))
     if path is not None:
-        _write_cache(path, embed)
+        embedding_cache.write_cached(path, embed, "open-set embeddings")
     return embed

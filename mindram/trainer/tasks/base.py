@@ -19,10 +19,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ... import catalog
-from ...data import steps_per_epoch
+from ...data import shard_pipelines, steps_per_epoch
 from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
 from ...models.modeling_utils import read_checkpoint
 from ...models.pretrained_weights import fetch_checkpoint
+from ...parallel import distribute_network, init_parallel, parallel_settings
+from ...parallel.recompute import apply_recompute
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
@@ -63,6 +65,7 @@ class BaseTrainer(abc.ABC):
         given = {"train_dataset": train_source, "eval_dataset": eval_source}
         self._sources = {section: source for section, source in given.items() if source is not None}
         self.output_dir = Path(self.args.output_dir)
+        self.parallel = init_parallel(parallel_settings(config))   # rank 0 of 1 unless use_parallel
         ms.set_seed(self.args.seed)
         np.random.seed(self.args.seed)
 
@@ -147,7 +150,10 @@ class BaseTrainer(abc.ABC):
         """Write ``<name>_metrics.json`` into ``output_dir`` atomically (a reader sees the old or the new file).
 
         Evaluation may run in a training run's output_dir and replaces its ``eval_metrics.json``; only a new
-        *training* run refuses a directory holding a previous run (see :meth:`_start_run`)."""
+        *training* run refuses a directory holding a previous run (see :meth:`_start_run`). In a data-parallel
+        job only rank 0 writes."""
+        if not self.parallel.is_main:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.output_dir / f"{name}_metrics.json", metrics)
         logger.info("%s metrics: %s", name, json.dumps(metrics, default=float))
@@ -174,9 +180,14 @@ class BaseTrainer(abc.ABC):
         args = self.args
         schedule = build_lr_schedule(self.config.get("lr_schedule"), total_updates)
         self.model.set_train(True)
+        apply_recompute(self.model, (self.config.get("recompute_config") or {}).get("recompute"))
         optimizer = self.build_optimizer(schedule)
-        kwargs = dict(max_grad_norm=args.max_grad_norm, clamp_max=args.logit_scale_max, loss_scale=args.loss_scale)
-        network = self.network_with_loss()
+        dynamic = dict(scale_factor=args.scale_factor, scale_window=args.scale_window) \
+            if args.dynamic_loss_scale else None
+        kwargs = dict(max_grad_norm=args.max_grad_norm, clamp_max=args.logit_scale_max, loss_scale=args.loss_scale,
+                      dynamic=dynamic)
+        network = distribute_network(self.network_with_loss(), local_loss=args.local_loss,
+                                     gather_with_grad=args.gather_with_grad)
         if args.gradient_accumulation_steps == 1:
             return optimizer, TrainStep(network, optimizer, **kwargs), None
         step_cell = AccumulateStep(network, optimizer, **kwargs)
@@ -189,8 +200,9 @@ class BaseTrainer(abc.ABC):
         if getattr(self.model, "logit_scale", None) is not None:
             record["logit_scale"] = float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])
         state["history"].append(record)
-        with open(self.output_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.parallel.is_main:
+            with open(self.output_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         logger.info("step %(step)d epoch %(epoch)d loss %(loss).4f lr %(lr).3e %(samples_per_s).1f samples/s", record)
         window.update(loss=[], samples=0, start=time.time())
@@ -210,7 +222,9 @@ class BaseTrainer(abc.ABC):
 
         ``fixed``: what decides the data order and the batches (batch size, accumulation, seed, augmentation,
         shuffling, training-set size); a resume that changes one is refused (:class:`ConfigError` naming key,
-        saved and new value) since the saved position in the data would mean other samples. ``adjustable``:
+        saved and new value) since the saved position in the data would mean other samples. Its
+        ``runner_config.batch_size`` is the *global* batch (per-rank batch × ranks): a checkpoint resumes exactly
+        on another number of ranks whose global batch is the same (2 ranks × 16 → 1 rank × 32). ``adjustable``:
         what only changes the updates from the resumed step on (the resolved ``lr_schedule``, optimizer
         hyper-parameters, clipping, logit-scale clamp, loss scale); a resume that changes one goes on with a
         warning naming it, and is then not the same as an uninterrupted run. Changing ``max_steps``/``epochs``
@@ -224,11 +238,16 @@ class BaseTrainer(abc.ABC):
         schedule = dict(self.config.get("lr_schedule") or {})
         schedule.setdefault("total_steps", total_updates)
         data = {"num_samples": num_samples, "shuffle": (self.config.get("train_dataset") or {}).get("shuffle", True)}
-        return {"fixed": {"runner_config": runner("batch_size", "gradient_accumulation_steps", "seed",
-                                                  "train_transform"),
-                          "train_dataset": data},
+        fixed = runner("batch_size", "gradient_accumulation_steps", "seed", "train_transform")
+        fixed["batch_size"] = self.global_batch_size   # the data position counts global batches, whatever N
+        return {"fixed": {"runner_config": fixed, "train_dataset": data},
                 "adjustable": {"runner_config": runner("max_grad_norm", "logit_scale_max", "loss_scale"),
                                "lr_schedule": schedule, "optimizer": dict(self.config.get("optimizer") or {})}}
+
+    @property
+    def global_batch_size(self):
+        """Samples per micro-step over all ranks: ``runner_config.batch_size`` (per rank) × ranks."""
+        return self.args.batch_size * self.parallel.world_size
 
     def _start_run(self, resume, settings):
         """Claim ``output_dir`` for this run before anything is built; return the run id.
@@ -238,11 +257,16 @@ class BaseTrainer(abc.ABC):
         checkpoint's run id and, when the checkpoint is in ``output_dir``, drops the log records the interrupted
         run wrote after it; resuming before the run's latest checkpoint is refused unless
         ``overwrite_output_dir`` (which deletes the later ones). Temporaries of a killed save are removed.
+        In a data-parallel job every rank checks, only rank 0 changes the directory.
         """
         saved = read_trainer_state(resume) if resume is not None else None
         if saved is not None:
             check_resume_settings(resume, saved.get("settings"), settings)
         own_dir = resume is not None and resume.resolve().parent == self.output_dir.resolve()
+        if not self.parallel.is_main:
+            if not (own_dir or self.args.overwrite_output_dir):
+                refuse_previous_run(self.output_dir)
+            return new_run_id() if saved is None else saved.get("run_id")
         if own_dir:
             pass  # the resumed run's own directory: rewound below
         elif self.args.overwrite_output_dir:
@@ -262,11 +286,13 @@ class BaseTrainer(abc.ABC):
         """Train for ``runner_config.epochs`` (or ``max_steps`` optimizer updates); resumable exactly.
 
         Writes ``checkpoint-<update>/``, ``train_log.jsonl``, ``final/`` and ``train_metrics.json`` into
-        ``output_dir``, which this run owns (see :meth:`_start_run`); the summary carries the ``run_id``.
+        ``output_dir``, which this run owns (see :meth:`_start_run`); the summary carries the ``run_id``. In a
+        data-parallel job each rank trains on its shard of every global batch and only rank 0 writes.
         """
         args = self.args
-        num_samples = len(self.source("train_dataset"))
-        steps_epoch = steps_per_epoch(num_samples, args.batch_size, True)
+        with shard_pipelines(self.parallel.world_size, self.parallel.rank):
+            num_samples = len(self.source("train_dataset"))   # a streaming source's epoch depends on the ranks
+        steps_epoch = steps_per_epoch(num_samples, self.global_batch_size, True)
         total_updates = args.max_steps or max(1, steps_epoch // args.gradient_accumulation_steps) * args.epochs
         resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
         settings = self.resume_settings(num_samples, total_updates)
@@ -279,22 +305,27 @@ class BaseTrainer(abc.ABC):
                         state["step_in_epoch"], state["global_step"], total_updates)
         state.update(run_id=run_id, settings=settings)
 
-        def save():
-            save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config)
+        main = self.parallel.is_main
 
-        progress = tqdm(total=total_updates, initial=state["global_step"], desc=f"train {self.name}", unit="step")
+        def save():
+            if main:
+                save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config)
+
+        progress = tqdm(total=total_updates, initial=state["global_step"], desc=f"train {self.name}", unit="step",
+                        disable=not main)
         window = {"loss": [], "samples": 0, "start": time.time()}
         try:
             while state["global_step"] < total_updates:
-                data = self.dataset("train_dataset", args.batch_size, True, start_epoch=state["epoch"],
-                                    start_step=state["step_in_epoch"], train_transform=args.train_transform)
+                with shard_pipelines(self.parallel.world_size, self.parallel.rank):
+                    data = self.dataset("train_dataset", args.batch_size, True, start_epoch=state["epoch"],
+                                        start_step=state["step_in_epoch"], train_transform=args.train_transform)
                 for batch in data.create_tuple_iterator(num_epochs=1):
                     loss = float(run_in_graph_mode(step_cell, *self.train_inputs(batch)).asnumpy())
                     state["micro_step"] += 1
                     state["step_in_epoch"] += 1
                     self._check_finite(loss, state)
                     window["loss"].append(loss)
-                    window["samples"] += int(batch[0].shape[0])
+                    window["samples"] += int(batch[0].shape[0]) * self.parallel.world_size
                     if apply_cell is not None:
                         if state["micro_step"] % args.gradient_accumulation_steps:
                             continue
@@ -314,11 +345,12 @@ class BaseTrainer(abc.ABC):
                         save()
         finally:
             progress.close()
-        saved = list_checkpoints(self.output_dir, run_id)
-        if not saved or saved[-1].name != f"checkpoint-{state['global_step']}":
+        saved = list_checkpoints(self.output_dir, run_id) if main else []
+        if main and (not saved or saved[-1].name != f"checkpoint-{state['global_step']}"):
             save()
         self.model.set_train(False)
-        self.model.save_pretrained(self.output_dir / "final")
+        if main:
+            self.model.save_pretrained(self.output_dir / "final")
         summary = {"run_id": run_id, "global_step": state["global_step"], "epochs_completed": state["epoch"],
                    "final_loss": state["history"][-1]["loss"] if state["history"] else None,
                    "history": state["history"]}

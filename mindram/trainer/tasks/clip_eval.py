@@ -9,6 +9,7 @@ from ...errors import ConfigError, DataError
 from ...metrics import retrieval_recall_at_k, topk_accuracy
 from ...models.clip.zero_shot import (build_zero_shot_classifier, check_templates, encode_in_batches,
                                       imagenet_classnames_and_templates)
+from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.arrays import l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -32,16 +33,40 @@ def resolve_templates(spec):
     return check_templates(spec, "zero_shot.templates", callables=False)
 
 
-def class_names_for(task, source):
+def configured_class_names(task):
+    """``zero_shot.class_names`` of the run config (``"imagenet"``: OpenAI's 1000 names), or None."""
     names = (task.config.get("zero_shot") or {}).get("class_names")
     if names == "imagenet":
         return list(imagenet_classnames_and_templates()[0])
+    return list(names) if names else None
+
+
+def class_names_for(task, source):
+    names = configured_class_names(task)
     if names:
-        return list(names)
+        return names
     names = getattr(source, "class_names", None)
     if not names:
         raise ConfigError(f"{type(source).__name__} has no class names; set zero_shot.class_names in the run config")
     return list(names)
+
+
+def class_names_without_images(task):
+    """Class names for prediction, never reading an evaluation image: ``zero_shot.class_names``, else what the
+    ``eval_dataset`` loader's class reads without images (``read_class_names``: a meta file when
+    ``dataset_dir`` is set, else the names it ships — CIFAR-100's official list), else ConfigError."""
+    names = configured_class_names(task)
+    if names:
+        return names
+    loader = dict(((task.config.get("eval_dataset") or {}).get("data_loader") or {}))
+    cls = MindFormerRegister.get_cls(MindFormerModuleType.DATASET, loader.pop("type")) if loader.get("type") else None
+    reader = getattr(cls, "read_class_names", None)
+    if reader is not None:
+        return list(reader(loader.pop("dataset_dir", None), **loader))
+    if cls is not None and loader.get("dataset_dir", "-") not in (None, ""):
+        return class_names_for(task, task.source("eval_dataset"))  # a lazy source: annotations, no image read
+    raise ConfigError("predict: no class names: pass --candidate_labels LABEL ... (predict.candidate_labels), "
+                      "set zero_shot.class_names in the run config, or give the dataset (--eval_dataset_dir)")
 
 
 def _item_name(source, index):
@@ -113,7 +138,9 @@ def skipped_metrics(features):
 def zero_shot_metrics(task, features, source):
     names = class_names_for(task, source)
     templates = resolve_templates((task.config.get("zero_shot") or {}).get("templates"))
-    classifier = build_zero_shot_classifier(task.model, names, templates, tokenizer=task.tokenizer())
+    # cached on disk only for a task that evaluates fixed weights again (a training run's weights change)
+    classifier = build_zero_shot_classifier(task.model, names, templates, tokenizer=task.tokenizer(),
+                                            cache=getattr(task, "cache_zero_shot_classifier", False))
     logits = 100.0 * features["image"] @ classifier
     accuracy = topk_accuracy(logits, features["label"], ks=(1, 5) if len(names) >= 5 else (1,))
     metrics = {f"zero_shot_{k}": v for k, v in accuracy.items()}

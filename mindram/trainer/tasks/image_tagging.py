@@ -70,6 +70,8 @@ class TaggingOptions(BaseConfig):
     threshold / threshold_file: evaluation and predict thresholds (one value; one per dataset tag).
     open_set, open_set_descriptions, open_set_clip: evaluate on tags outside the model's vocabulary with
         open-set embeddings (RAM++: a descriptions json like the reference's LLM file) from that CLIP.
+    output_format / language: predict output, ``list`` (default) or ``paddleclas`` (PaddleClas' RamOutPut dict)
+        with its names in ``cn`` (default) or ``en`` (``mindram.pipeline.image_tagging.paddleclas_output``).
     """
 
     teacher: Any = None
@@ -85,8 +87,12 @@ class TaggingOptions(BaseConfig):
     open_set: bool = False
     open_set_descriptions: Optional[str] = None
     open_set_clip: str = "clip_vit_b_16"
+    output_format: str = "list"
+    language: Optional[str] = None
 
     def validate(self):
+        from ...pipeline.image_tagging import check_output_options
+        check_output_options(self.output_format, self.language)
         if self.teacher is not None and not isinstance(self.teacher, (str, dict)):
             raise ConfigError(f"teacher: expected a CLIP name/path, a mapping of CLIPConfig fields or null, "
                               f"got {self.teacher!r}")
@@ -342,6 +348,15 @@ class ImageTaggingTrainer(BaseTrainer):
             model.set_train(training)
 
     def _evaluate(self, source, model):
+        scores, targets, thresholds, num_skipped = self.eval_scores(source, model)
+        metrics = tagging_metrics(scores, targets, thresholds)
+        metrics["num_skipped"] = num_skipped
+        self.save_metrics("eval", metrics)
+        return metrics
+
+    def eval_scores(self, source, model):
+        """``(scores (N, T), targets (N, T), thresholds (T,), num_skipped)`` over the readable images of
+        ``source`` for its T tags (the model in eval mode; see :meth:`evaluate`)."""
         embed, thresholds = self._eval_vocabulary(source)
         data = self.dataset("eval_dataset", self.args.eval_batch_size or self.args.batch_size, shuffle=False,
                             drop_remainder=False, return_index=True)
@@ -356,16 +371,17 @@ class ImageTaggingTrainer(BaseTrainer):
                     keep.append(i)
             scores.append(ops.sigmoid(logits).asnumpy()[keep])
             targets.append(row["labels"][keep])
-        metrics = tagging_metrics(np.concatenate(scores), np.concatenate(targets), thresholds)
-        metrics["num_skipped"] = len(source) - len(seen)
-        self.save_metrics("eval", metrics)
-        return metrics
+        return np.concatenate(scores), np.concatenate(targets), thresholds, len(source) - len(seen)
 
-    def predict(self, input_data, top_k=None):
+    def predict(self, input_data, top_k=None, output_format=None, language=None):
         """Tags per image in the ``image_tagging`` pipeline's format: ``[[{'label', 'label_cn', 'score',
-        'class_id'}, ...], ...]`` sorted by score (threshold: ``tagging.threshold`` or the per-tag ones)."""
+        'class_id'}, ...], ...]`` sorted by score (threshold: ``tagging.threshold`` or the per-tag ones), or
+        PaddleClas' dict with ``output_format="paddleclas"`` (default: ``tagging.output_format``/``language``)."""
         from ...pipeline import pipeline
         tagger = pipeline("image_tagging", model=self.model, image_processor=self.image_processor())
         if top_k is None:
             top_k = (self.config.get("predict") or {}).get("top_k")
-        return tagger(input_data, threshold=self.tagging.threshold, top_k=top_k)
+        output_format = output_format or self.tagging.output_format
+        language = language or (self.tagging.language if output_format == "paddleclas" else None)
+        return tagger(input_data, threshold=self.tagging.threshold, top_k=top_k, output_format=output_format,
+                      **({"language": language} if language else {}))

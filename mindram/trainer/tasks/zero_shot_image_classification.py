@@ -1,7 +1,7 @@
 """Task ``zero_shot_image_classification``: class embeddings from one or many templates; top-1/top-5."""
 from ...errors import ConfigError
 from ...registry import MindFormerModuleType, MindFormerRegister
-from .clip_eval import (class_names_for, dataset_features, resolve_templates, skipped_metrics,
+from .clip_eval import (class_names_without_images, dataset_features, resolve_templates, skipped_metrics,
                         zero_shot_metrics)
 from .image_text import ImageTextTrainer
 
@@ -14,7 +14,7 @@ def zero_shot_predict(task, input_data, top_k=None):
     predict_cfg = task.config.get("predict") or {}
     labels = predict_cfg.get("candidate_labels")
     if not labels:
-        labels = class_names_for(task, task.source("eval_dataset"))
+        labels = class_names_without_images(task)
     templates = resolve_templates((task.config.get("zero_shot") or {}).get("templates"))
     template = predict_cfg.get("hypothesis_template") or templates[0]
     classifier = pipeline("zero_shot_image_classification", model=task.model, image_processor=task.image_processor(),
@@ -29,6 +29,7 @@ class ZeroShotImageClassificationTrainer(ImageTextTrainer):
     name = "zero_shot_image_classification"
     default_config = "clip/run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml"
     requires_pretrained_weights = True
+    cache_zero_shot_classifier = True  # evaluations of the same weights encode their prompts once
 
     def train(self):
         raise ConfigError("task 'zero_shot_image_classification' has no training stage; train with "

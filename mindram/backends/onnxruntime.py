@@ -1,0 +1,127 @@
+"""ONNX Runtime backend: run an export directory (``export.json`` + ``*.onnx``) without MindSpore graphs.
+
+:class:`ONNXRuntimeCLIP` has the dual-encoder interface the CLIP pipelines and the embedding export use
+(``get_image_features``, ``get_text_features``, ``image_processor``, ``tokenizer``, ``context_length``,
+``config``), on numpy arrays. The manifest is checked when the directory is opened (files present, sizes and
+sha256 as recorded, the graphs' inputs as listed); a graph exported with a fixed batch size is fed in chunks
+of that size (the last padded by repeating its last row, whose outputs are dropped).
+"""
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..export.manifest import read_manifest
+from ..export.optional import require
+from ..models.clip.configuration import CLIPConfig
+from ..models.clip.image_processing import CLIPImageProcessor
+
+logger = logging.getLogger(__name__)
+
+
+
+
+class ExportedGraph:
+    """One ONNX graph of an export: ``graph(array) -> first output`` as a float32 numpy array."""
+
+    def __init__(self, directory, name, record, num_threads=None):
+        ort = require("onnxruntime", "onnxruntime>=1.16", "backend='onnxruntime'")
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+        path = Path(directory) / record["files"]["onnx"]["path"]
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.name, self.spec = name, record["inputs"][0]
+        self.dtype = np.dtype(self.spec["dtype"])
+        self.batch = None if self.spec["shape"][0] == "batch" else int(self.spec["shape"][0])
+        found = self.session.get_inputs()[0]
+        expected = [None if d == "batch" else d for d in self.spec["shape"]]
+        actual = [d if isinstance(d, int) else None for d in found.shape]
+        if found.name != self.spec["name"] or actual != expected:
+            raise ConfigError(f"{path}: input {found.name} {found.shape} differs from export.json's "
+                              f"{self.spec['name']} {self.spec['shape']}; export again")
+        self.output = record["outputs"][0]["name"]
+
+    def _run(self, array):
+        return self.session.run([self.output], {self.spec["name"]: array})[0]
+
+    def __call__(self, array):
+        array = np.ascontiguousarray(np.asarray(array.asnumpy() if hasattr(array, "asnumpy") else array),
+                                     dtype=self.dtype)
+        expected = [d for d in self.spec["shape"][1:]]
+        if list(array.shape[1:]) != expected:
+            raise ValueError(f"{self.name}: input of shape {array.shape}, expected (N, {', '.join(map(str, expected))})")
+        if self.batch is None:
+            return self._run(array).astype(np.float32, copy=False)
+        out = []
+        for start in range(0, len(array), self.batch):
+            chunk = array[start:start + self.batch]
+            if len(chunk) < self.batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+            out.append(self._run(chunk)[:min(self.batch, len(array) - start)])
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer():
+    from ..models.clip.tokenizer import CLIPTokenizer  # pylint: disable=import-outside-toplevel
+    return CLIPTokenizer()
+
+
+class ONNXRuntimeCLIP:
+    """A CLIP export run by ONNX Runtime: ``ONNXRuntimeCLIP(export_dir).get_image_features(pixels)``.
+
+    Args:
+        export_dir: a directory written by ``python -m mindram.export`` / ``CLIPModel.export`` with ONNX files.
+        verify: check the files' sha256 against the manifest (sizes are always checked).
+        num_threads: ONNX Runtime intra-op threads (default: its own choice).
+    """
+
+    family = "clip"
+    backend = "onnxruntime"
+    image_processor_class = CLIPImageProcessor
+
+    def __init__(self, export_dir, verify=True, num_threads=None):
+        self.export_dir = Path(export_dir)
+        self.manifest = read_manifest(self.export_dir, fmt="onnx", verify=verify)
+        if self.manifest.get("family") != "clip":
+            raise ConfigError(f"{self.export_dir}: a {self.manifest.get('family')!r} export, expected a CLIP one")
+        self.config = CLIPConfig.from_dict(self.manifest["config"])
+        self.graphs = {record["tower"]: ExportedGraph(self.export_dir, name, record, num_threads)
+                       for name, record in self.manifest["graphs"].items()}
+
+    @property
+    def image_processor(self):
+        """The preprocessing recorded in the manifest (size, mean/std, interpolation, resize mode)."""
+        return self.image_processor_class.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def tokenizer(self):
+        return _tokenizer()
+
+    @property
+    def context_length(self):
+        return int(self.manifest["tokenizer"]["context_length"])
+
+    @property
+    def image_size(self):
+        return self.config.vision_config.image_size
+
+    def _graph(self, tower):
+        if tower not in self.graphs:
+            raise ConfigError(f"{self.export_dir}: the {tower} tower was not exported (export.json has "
+                              f"{sorted(self.graphs)}); export it with --towers {tower}")
+        return self.graphs[tower]
+
+    def get_image_features(self, pixel_values):
+        """(N, 3, S, S) float32 → (N, D) projected, un-normalised image features."""
+        return self._graph("image")(pixel_values)
+
+    def get_text_features(self, input_ids):
+        """(N, L) token ids (int32 or int64) → (N, D) projected, un-normalised text features."""
+        return self._graph("text")(input_ids)
+
+    def __repr__(self):
+        return f"ONNXRuntimeCLIP({str(self.export_dir)!r}, towers={sorted(self.graphs)})"
