@@ -2,7 +2,8 @@
 
 Sources (annotation parsers; ``len(src)``, ``src[i] -> Record(image, caption, label)``):
 :class:`Flickr8k`, :class:`Cifar100`, :class:`CocoKarpathy`, :class:`CaptionTable`, :class:`ImageFolder`,
-:class:`SyntheticCaptions`, :class:`WebDataset` (tar shards, streamed; training only); multi-label tagging (:mod:`mindram.data.tagging`): :class:`RAMTaggingJson`,
+:class:`SyntheticCaptions`, :class:`WebDataset` (tar shards, streamed; training only), :class:`LaionFileList` (PaddleMIX's
+laion.filelist, streamed the same way); multi-label tagging (:mod:`mindram.data.tagging`): :class:`RAMTaggingJson`,
 :class:`TaggingAnnotations`, :class:`SyntheticTags`. Pipeline: :func:`build_clip_dataset` (decode + preprocess +
 tokenise in workers, seeded shuffling, exact mid-epoch resume; an unreadable image is replaced by the next readable one
 in training and flagged ``readable=False`` for evaluation, which leaves it out); :func:`build_tagging_dataset`
@@ -20,6 +21,7 @@ from .sampler import ResumableSampler, shard_pipelines, steps_per_epoch
 from .synthetic import SyntheticCaptions
 from .tagging import RAMTaggingJson, SyntheticTags, TaggingAnnotations, build_tagging_dataset
 from .transforms import EvalTransform, TrainTransform
+from .laion_filelist import LaionFileList
 from .webdataset import WebDataset
 
 #: name -> source class (the registry wires these as MindFormerModuleType.DATASET).
@@ -37,7 +39,7 @@ DATASETS = {
 
 __all__ = ["DATASETS", "CaptionTable", "Cifar100", "CocoKarpathy", "DataStats", "EvalTransform", "Flickr8k",
            "ImageFolder", "RAMTaggingJson", "Record", "RecordSource", "ResumableSampler", "SyntheticCaptions",
-           "SyntheticTags", "TaggingAnnotations", "TrainTransform", "UnsafePickleError", "WebDataset", "build_clip_dataset",
+           "SyntheticTags", "TaggingAnnotations", "TrainTransform", "UnsafePickleError", "WebDataset", "LaionFileList", "build_clip_dataset",
            "build_tagging_dataset", "load_restricted_pickle", "output_columns", "shard_pipelines", "steps_per_epoch"]
 
 from ..registry import MindFormerModuleType, MindFormerRegister  # noqa: E402
@@ -46,3 +48,4 @@ for _name, _cls in DATASETS.items():
     MindFormerRegister.register_cls(_cls, MindFormerModuleType.DATASET, alias=_name)
 # not a record source (no random access): streamed by build_webdataset_pipeline, training only
 MindFormerRegister.register_cls(WebDataset, MindFormerModuleType.DATASET, alias="webdataset")
+MindFormerRegister.register_cls(LaionFileList, MindFormerModuleType.DATASET, alias="laion_filelist")

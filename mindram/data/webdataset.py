@@ -107,10 +107,6 @@ def read_samples(path: Path) -> Iterator[Tuple[str, Dict[str, bytes]]]:
         yield key, members
 
 
-def _count_samples(path: Path) -> int:
-    return sum(1 for _ in read_samples(path))
-
-
 class WebDataset:
     """Caption-only source over webdataset tar shards, read as a stream (module docstring).
 
@@ -126,17 +122,23 @@ class WebDataset:
     split = "train"
 
     def __init__(self, urls, image_key: str = "jpg;png;jpeg;webp", caption_key: str = "txt;text"):
-        self.shards = expand_urls(urls)
-        missing = [str(p) for p in self.shards if not p.is_file()]
-        if missing:
-            raise DataError(f"webdataset: {len(missing)} of {len(self.shards)} shard(s) not found, e.g. {missing[0]}")
         self.image_keys = [k.strip().lower() for k in str(image_key).split(";") if k.strip()]
         self.caption_keys = [k.strip().lower() for k in str(caption_key).split(";") if k.strip()]
         if not self.image_keys or not self.caption_keys:
             raise ConfigError(f"webdataset: image_key {image_key!r} / caption_key {caption_key!r}: expected "
                               f"';'-separated extensions")
+        self._use_shards(expand_urls(urls), "webdataset")
+
+    def _use_shards(self, shards: List[Path], what: str) -> None:
+        """Check that every shard exists, then read (or count) their sizes."""
+        self.shards = shards
+        missing = [str(p) for p in self.shards if not p.is_file()]
+        if missing:
+            raise DataError(f"{what}: {len(missing)} of {len(self.shards)} shard(s) not found, e.g. {missing[0]}")
         self.sizes = self._read_sizes()
         self.stats = DataStats()
+
+    read_samples = staticmethod(read_samples)  # a shard → (key, {extension: bytes}); other formats override it
 
     def _read_sizes(self) -> List[int]:
         found: Dict[Path, Dict[str, int]] = {}
@@ -152,7 +154,7 @@ class WebDataset:
             size = found[table_file].get(shard.name)
             if size is None:
                 logger.info("%s has no %s entry: counting its samples", shard, SIZES_FILE)
-                size = _count_samples(shard)
+                size = sum(1 for _ in self.read_samples(shard))
             sizes.append(check_int(size, f"{table_file}: {shard.name}", 0))
         if not sum(sizes):
             raise DataError(f"webdataset: the {len(self.shards)} shard(s) hold no sample")
@@ -219,7 +221,7 @@ class _ShardStream:
                 if skip >= size:
                     skip -= size          # whole shard skipped by its size, never opened
                     continue
-                for position, (key, members) in enumerate(read_samples(self.source.shards[shard])):
+                for position, (key, members) in enumerate(self.source.read_samples(self.source.shards[shard])):
                     if skip:
                         skip -= 1         # skipped without decoding
                         continue
