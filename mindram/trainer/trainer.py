@@ -157,7 +157,7 @@ class Trainer:
         if checkpoint is None or checkpoint is False:
             return
         if checkpoint is True:
-            if self.task._model is not None:
+            if self.task.model_built:
                 return  # the weights this trainer already holds (trained here, or loaded)
             final = self.task.output_dir / "final"
             if not (final / "config.yaml").is_file():
@@ -167,8 +167,7 @@ class Trainer:
             raise TypeError(f"{key} must be True/False, a model name or a checkpoint path, "
                             f"got {type(checkpoint).__name__}")
         catalog.check_model_path(checkpoint)
-        self.config.load_checkpoint = str(checkpoint)
-        self.task._model = None
+        self.task.use_checkpoint(checkpoint)
         logger.info("%s: using %s", key, checkpoint)
 
     @staticmethod

@@ -76,6 +76,17 @@ class BaseTrainer(abc.ABC):
             self._model = self.build_model()
         return self._model
 
+    @property
+    def model_built(self):
+        """Whether the model exists already (given, loaded or trained here)."""
+        return self._model is not None
+
+    def use_checkpoint(self, load):
+        """Build the model from ``load`` (a name, directory or checkpoint) on its next use, dropping the current
+        one (the run config's ``load_checkpoint`` is set to it)."""
+        self.config.load_checkpoint = str(load)
+        self._model = None
+
     def build_model(self):
         model_cfg = self.config.get("model") or {}
         arch = (model_cfg.get("arch") or {}).get("type", self.default_arch)
