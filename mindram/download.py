@@ -11,18 +11,13 @@ import sys
 
 from . import catalog
 from .errors import ConfigError, UnknownNameError
-from .utils.cli import add_debug_flag, run_quiet_cli
+from .utils.cli import OneLineErrorParser, add_debug_flag, run_quiet_cli
 
 FAMILIES = ("clip", "ram")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(f"{message}; see --help")
-
-
 def build_parser():
-    parser = _Parser(prog="python -m mindram.download", description="Download, verify and convert pretrained weights")
+    parser = OneLineErrorParser(prog="python -m mindram.download", description="Download, verify and convert pretrained weights")
     parser.add_argument("name", nargs="?", help="model name, e.g. clip_vit_b_32 or ram_plus_swin_l_384")
     parser.add_argument("--family", choices=FAMILIES, default=None, help="model family (default: the one that "
                         "knows NAME)")

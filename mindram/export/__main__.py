@@ -3,24 +3,16 @@
 
 Errors are one line on stderr with exit code 2 (``--debug`` shows the traceback).
 """
-import argparse
 import sys
 from pathlib import Path
 
 from .. import catalog
+from ..download import FAMILIES
 from ..errors import ConfigError
-from ..utils.cli import add_debug_flag, run_quiet_cli
-
-FAMILIES = ("clip", "ram")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(f"{message}; see --help")
-
+from ..utils.cli import OneLineErrorParser, add_debug_flag, run_quiet_cli
 
 def build_parser():
-    parser = _Parser(prog="python -m mindram.export", description="Export a model to ONNX and/or MindIR")
+    parser = OneLineErrorParser(prog="python -m mindram.export", description="Export a model to ONNX and/or MindIR")
     parser.add_argument("--model", required=True, help="model name, save_pretrained directory or .ckpt/.safetensors")
     parser.add_argument("--format", default=None, choices=("onnx", "mindir", "both"),
                         help="default: both for CLIP, mindir for RAM/RAM++ (their only format)")

@@ -5,10 +5,11 @@ project's own errors (:class:`~mindram.errors.MindramError` and subclasses), YAM
 clear line on stderr with exit code 2 (1 for :class:`~mindram.errors.TrainingStopped`: the run itself failed) —
 never a traceback, unless ``--debug`` is among the arguments.
 """
+import argparse
 import logging
 import sys
 
-from ..errors import MindramError, TrainingStopped
+from ..errors import ConfigError, MindramError, TrainingStopped
 
 EXIT_FAILED = 1   # the run itself failed (training stopped on a non-finite loss)
 EXIT_USAGE = 2    # usage, config, data or checkpoint error
@@ -79,3 +80,10 @@ def run_quiet_cli(main, argv=None, prog=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging(logging.INFO if "--verbose" in argv else logging.WARNING)
     return run_cli(main, argv, prog=prog)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are :class:`ConfigError` (one line, exit 2 under :func:`run_cli`)."""
+
+    def error(self, message):
+        raise ConfigError(f"{message}; see --help")
