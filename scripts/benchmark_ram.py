@@ -1,159 +1,166 @@
 #!/usr/bin/env python
-"""Throughput of mindram vs the recognize-anything reference (torch CPU) for RAM++ tagging at 384 px, one run.
+"""Throughput of mindram vs the recognize-anything reference (torch CPU) for RAM++ tagging at 384 px, same run.
 
-    python scripts/benchmark_ram.py [--vit swin_l] [--batch_sizes 1 4] [--repeats 3] \\
-        [--reference_python /work/refvenv/bin/python --reference_path /work/ref/recognize-anything]
+    python scripts/benchmark_ram.py --reference_path /work/ref/recognize-anything --reference_deps /work/refdeps \\
+        [--vit swin_l] [--batch_sizes 1 4] [--rounds 5] [--min_round_s 2] [--json FILE]
 
-Prints images/s of ``generate_tag`` (Swin encoder + RAM++ tagging head + thresholding) for both and
-the ratio mindram ÷ torch (> 1 means mindram is faster), plus the max-abs-diff of the tag logits
-(and their spread, so the diff has a scale).
+Each batch size is a case of ``bench_harness`` (interleaved rounds of two worker processes, see
+``scripts/bench_harness.py``); the figure is images/s of ``generate_tag`` (Swin encoder + RAM++ tagging head +
+thresholding), with the ratio mindram ÷ torch (> 1: mindram is faster) and the max-abs-diff of the tag logits.
 
-The reference needs torch, timm, transformers < 4.56 and fairscale, which mindram does not use, so it
-runs in a SUBPROCESS of ``--reference_python`` with ``--reference_path`` on its ``sys.path``. That
-process builds ``RAM_plus(image_size=384, vit=...)`` with seeded random weights (label embeddings set
-to random unit rows: the reference initialises them with zeros), writes its state dict as
-safetensors into a temporary folder, times ``generate_tag`` and writes its logits for the seeded
-inputs. This process then converts the same weights with
-:func:`mindram.models.ram.convert.convert_state_dict`, times ``RAMPlus.generate_tag`` (whose graph
-is compiled in the warm-up) and compares the logits. The two sides run one after the other, never
-at the same time. The reference's ``init_tokenizer('bert-base-uncased')`` would need the Hugging
-Face hub; the tagging head deletes its embeddings anyway, so a local synthetic ``vocab.txt`` stands
-in (as in ``tests/fixtures/ram/make_fixtures.py``). Without the flags, or when the reference cannot
-be imported, only mindram numbers (random weights) are printed, with the reason.
+The reference needs timm, transformers < 4.56 and fairscale, which mindram does not use: its worker runs this
+interpreter with ``PYTHONPATH=<reference_deps>:<reference_path>`` put first (``--reference_python`` for another
+interpreter). It builds ``RAM_plus(image_size=384, vit=...)`` with seeded random weights (label embeddings set to
+random unit rows: the reference initialises them with zeros) and writes its state dict and the seeded pixels
+into the case's folder; its logits are read by a hook on ``fc``. The reference's
+``init_tokenizer('bert-base-uncased')`` would need the Hugging Face hub; the tagging head deletes its embeddings
+anyway, so a local synthetic ``vocab.txt`` stands in (as in ``tests/fixtures/ram/make_fixtures.py``). The mindram
+worker converts the same weights with :func:`mindram.models.ram.convert.convert_state_dict` and times
+``RAMPlus.generate_tag`` (graph compiled in the warm-up).
 """
 import argparse
-import json
+import importlib
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_timing import timed  # noqa: E402
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bench_worker import Workload, count_torch_flops  # noqa: E402
 
 SEED = 0
 IMAGE_SIZE = 384
+WEIGHTS, INPUTS = "weights.safetensors", "inputs.safetensors"
+VOCAB = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
+    ["a", "picture", "of", "dog", "cat", "red", "|"]
 
 
-# ---------------------------------------------------------------- torch reference side (subprocess)
-def reference_main(args):
-    """Runs under --reference_python: build the reference, dump weights + logits, time generate_tag."""
+# ---------------------------------------------------------------- torch reference side (its own worker)
+def torch_ram_plus(workdir, vit, batch):
+    """The reference ``RAM_plus.generate_tag`` on ``batch`` seeded images; writes the weights and the pixels."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    sys.path.insert(0, str(Path(args.reference_path).resolve()))
-    import importlib
-
     import safetensors.numpy
     import torch
-    ref_ram_plus = importlib.import_module("ram.models.ram_plus")  # `import ram.models.ram_plus` gives a function
+    ram_plus = importlib.import_module("ram.models.ram_plus")  # `import ram.models.ram_plus` gives a function
 
-    work = Path(args.workdir)
-    vocab_dir = work / "vocab"
-    vocab_dir.mkdir(exist_ok=True)
-    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
-        ["a", "picture", "of", "dog", "cat", "red", "|"]
-    (vocab_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-
+    work = Path(workdir)
+    (work / "vocab").mkdir(exist_ok=True)
+    (work / "vocab" / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     torch.manual_seed(SEED)
-    model = ref_ram_plus.RAM_plus(image_size=IMAGE_SIZE, vit=args.vit, text_encoder_type=str(vocab_dir))
+    model = ram_plus.RAM_plus(image_size=IMAGE_SIZE, vit=vit, text_encoder_type=str(work / "vocab"))
     with torch.no_grad():
         embed = torch.randn(model.label_embed.shape)
         model.label_embed.copy_(embed / embed.norm(dim=-1, keepdim=True))
     model.eval()
-    state = {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}
-    safetensors.numpy.save_file(state, str(work / "weights.safetensors"))
-    del state
-
+    safetensors.numpy.save_file({k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()},
+                                str(work / WEIGHTS))
+    pixels = np.random.default_rng(SEED).standard_normal((batch, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    safetensors.numpy.save_file({"pixels": pixels}, str(work / INPUTS))
     seen = {}
-    model.fc.register_forward_hook(lambda m, i, o: seen.__setitem__("logits", o.squeeze(-1)))
-    inputs = safetensors.numpy.load_file(str(work / "inputs.safetensors"))
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": {}}
-    logits = {}
-    with torch.no_grad():
-        for batch in args.batch_sizes:
-            pixels = torch.from_numpy(inputs[f"pixels_{batch}"])
-            model.generate_tag(pixels)
-            logits[f"logits_{batch}"] = seen["logits"].numpy().copy()
-            result["seconds"][str(batch)] = timed(lambda: model.generate_tag(pixels), args.repeats)
-    safetensors.numpy.save_file(logits, str(work / "logits.safetensors"))
-    (work / "result.json").write_text(json.dumps(result))
+    model.fc.register_forward_hook(lambda module, args, out: seen.__setitem__("logits", out.squeeze(-1)))
+    images = torch.from_numpy(pixels)
 
+    def run():
+        with torch.no_grad():
+            return model.generate_tag(images)
 
-def run_reference(args, work):
-    """(result dict, None) from the subprocess, or (None, reason)."""
-    if not args.reference_python or not args.reference_path:
-        return None, "no --reference_python/--reference_path given"
-    cmd = [args.reference_python, str(Path(__file__).resolve()), "--_reference", "--workdir", str(work),
-           "--vit", args.vit, "--repeats", str(args.repeats), "--reference_path", args.reference_path,
-           "--batch_sizes", *map(str, args.batch_sizes)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not (work / "result.json").exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return None, f"the reference failed (exit {proc.returncode}): {tail[0]}"
-    return json.loads((work / "result.json").read_text()), None
+    def logits():
+        run()
+        return seen["logits"].numpy()
+
+    import timm
+    import transformers
+    return Workload(run, batch, "torch", output=logits, flops=lambda: count_torch_flops(run),
+                    versions={"torch": torch.__version__, "timm": timm.__version__,
+                              "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()})
 
 
 # ---------------------------------------------------------------- mindram side
-def main():
+def mindram_ram_plus(workdir, vit, batch):
+    """mindram's ``RAMPlus.generate_tag`` with the reference's weights, on the same images."""
+    sys.path.insert(0, str(HERE.parent))
+    import mindspore as ms
+    import safetensors.numpy
+
+    import mindram
+    from mindram.models.ram.convert import convert_state_dict
+    config = mindram.RAMConfig.from_pretrained(f"ram_plus_{vit}_{IMAGE_SIZE}")
+    model = mindram.RAMPlus(config)
+    params, _ = convert_state_dict(safetensors.numpy.load_file(str(Path(workdir) / WEIGHTS)), config)
+    model.load_weights(params)
+    del params
+    model.set_train(False)
+    pixels = ms.Tensor(safetensors.numpy.load_file(str(Path(workdir) / INPUTS))["pixels"])
+    return Workload(lambda: model.generate_tag(pixels), batch, "mindspore",
+                    output=lambda: model.get_tag_logits(pixels),
+                    versions={"mindspore": ms.__version__, "device": ms.get_context("device_target")})
+
+
+# ---------------------------------------------------------------- cases and CLI
+def reference_env(reference_path, reference_deps):
+    """The reference worker's extra environment: its checkout and dependencies first on ``PYTHONPATH``."""
+    paths = [p for p in (reference_deps, reference_path) if p] + \
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
+
+
+def reference_problem(reference_path, reference_deps, python=sys.executable):
+    """None when the reference imports in its environment, else the reason (one line)."""
+    if not reference_path:
+        return "no --reference_path (a recognize-anything checkout) given"
+    proc = subprocess.run([python, "-c", "import importlib; importlib.import_module('ram.models.ram_plus')"],
+                          capture_output=True, text=True, env={**os.environ, **reference_env(reference_path,
+                                                                                             reference_deps)})
+    if proc.returncode:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()] or ["(no output)"]
+        return f"the reference does not import with {reference_path}, {reference_deps}: {lines[-1].strip()}"
+    return None
+
+
+def cases(vit, batch_sizes, reference_path, reference_deps, reference_python=sys.executable):
+    """One harness case per batch size."""
+    from bench_harness import Case, Side
+    module = str(Path(__file__).resolve())
+    env = reference_env(reference_path, reference_deps)
+    return [Case(f"RAM++ {vit} {IMAGE_SIZE} generate_tag bs{batch}", "img",
+                 Side("torch", module, "torch_ram_plus", dict(vit=vit, batch=batch), env=env, python=reference_python),
+                 Side("mindram", module, "mindram_ram_plus", dict(vit=vit, batch=batch)))
+            for batch in batch_sizes]
+
+
+def add_reference_arguments(parser):
+    parser.add_argument("--reference_path", help="checkout of recognize-anything (commit 7cb804a)")
+    parser.add_argument("--reference_deps", help="folder with the reference's dependencies (put on PYTHONPATH)")
+    parser.add_argument("--reference_python", default=sys.executable,
+                        help="interpreter of the reference worker (default: this one)")
+    return parser
+
+
+def main(argv=None):
+    from bench_harness import add_run_arguments, run_and_report
+
+    from mindram.errors import ConfigError
+    from mindram.utils.cli import add_debug_flag
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vit", default="swin_l", choices=["swin_l", "swin_b"])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--reference_python", help="python of a venv with the reference's dependencies")
-    parser.add_argument("--reference_path", help="checkout of recognize-anything (commit 7cb804a)")
-    parser.add_argument("--_reference", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args._reference:
-        return reference_main(args)
-
-    with tempfile.TemporaryDirectory(prefix="benchmark_ram_") as tmp:
-        work = Path(tmp)
-        import safetensors.numpy
-        rng = np.random.default_rng(SEED)
-        safetensors.numpy.save_file(
-            {f"pixels_{b}": rng.standard_normal((b, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-             for b in args.batch_sizes}, str(work / "inputs.safetensors"))
-        inputs = safetensors.numpy.load_file(str(work / "inputs.safetensors"))
-        ref, why = run_reference(args, work)  # runs to completion before mindram starts: no CPU sharing
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        import mindspore as ms
-
-        import mindram
-        from mindram.models.ram.convert import convert_state_dict
-        config = mindram.RAMConfig.from_pretrained(f"ram_plus_{args.vit}_{IMAGE_SIZE}")
-        model = mindram.RAMPlus(config)
-        ref_logits = {}
-        if ref is not None:
-            params, _ = convert_state_dict(safetensors.numpy.load_file(str(work / "weights.safetensors")), config)
-            model.load_weights(params)
-            del params
-            ref_logits = safetensors.numpy.load_file(str(work / "logits.safetensors"))
-        model.set_train(False)
-
-        torch_info = (f"torch {ref['torch']} with {ref['threads']} threads (subprocess)" if ref is not None
-                      else f"torch reference not run: {why}")
-        print(f"RAM++ {args.vit} @ {IMAGE_SIZE}, generate_tag, mindspore {ms.__version__} "
-              f"({ms.get_context('device_target')}), {os.cpu_count()} CPUs on {platform.machine()}, "
-              f"{torch_info}, median of {args.repeats}")
-        print(f"{'batch':>5} {'torch/s':>9} {'mindram/s':>10} {'ratio':>6} {'max|diff|':>10} {'logit std':>10}")
-        for batch in args.batch_sizes:
-            pixels = inputs[f"pixels_{batch}"]
-            t_ms = timed(lambda: model.generate_tag(pixels), args.repeats)
-            if ref is None:
-                print(f"{batch:>5} {'-':>9} {batch / t_ms:>10.2f} {'-':>6} {'-':>10} {'-':>10}")
-                continue
-            expected = ref_logits[f"logits_{batch}"]
-            diff = np.abs(model.get_tag_logits(pixels) - expected).max()
-            t_torch = ref["seconds"][str(batch)]
-            print(f"{batch:>5} {batch / t_torch:>9.2f} {batch / t_ms:>10.2f} {t_torch / t_ms:>6.2f} {diff:>10.2e} "
-                  f"{expected.std():>10.2e}")
+    args = add_debug_flag(add_reference_arguments(add_run_arguments(parser, rounds=5))).parse_args(argv)
+    problem = reference_problem(args.reference_path, args.reference_deps, args.reference_python)
+    if problem:
+        raise ConfigError(problem)
+    run_and_report(cases(args.vit, args.batch_sizes, args.reference_path, args.reference_deps,
+                         args.reference_python), args, argv, "scripts/benchmark_ram.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(HERE.parent))
+    from mindram.utils.cli import configure_logging, run_cli
+    configure_logging()
+    sys.exit(run_cli(main, prog="benchmark_ram.py"))

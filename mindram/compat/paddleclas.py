@@ -43,7 +43,8 @@ DEVICES = {"gpu": "GPU", "cpu": "CPU", "npu": "Ascend", "ascend": "Ascend"}
 CLIP_VERSIONS = {"vit-b-32-224": "clip_vit_b_32", "vit-b-16-224": "clip_vit_b_16", "vit-l-14-224": "clip_vit_l_14",
                  "vit-l-14-336": "clip_vit_l_14@336"}
 MINDRAM_WEIGHTS = (".ckpt", ".safetensors")
-NO_CAPTION = "RAM's caption-generation loss is not implemented in mindram (docs/ram.md#training)"
+NO_CAPTION = ("PaddleClas' RAM trains without the caption loss (RAMLoss = tag + dis + alignment); mindram's is "
+              "tagging.caption_loss, not set by the translation (docs/ram.md#training)")
 
 
 def is_paddleclas_config(data):

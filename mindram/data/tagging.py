@@ -14,7 +14,9 @@ plan and assembly of :mod:`mindram.data.assembly`: seeded :class:`ResumableSampl
 the same bad-image substitution and counters via :class:`ClipSampleLoader`) with multi-label columns:
 ``pixel_values`` float32 (N, 3, S, S), ``labels`` float32 (N, T) multi-hot, optionally ``teacher_pixel_values`` (the CLIP teacher's view at its own size, an independent
 augmentation draw as in the reference finetuning), ``input_ids`` (one caption per image, drawn per sample and
-epoch, CLIP-tokenised for RAM++'s alignment loss) and ``index``.
+epoch, CLIP-tokenised for RAM++'s alignment loss) and ``index``; with a teacher feature store
+(:mod:`mindram.data.teacher_features`) ``teacher_image_features`` / ``teacher_text_features`` replace the teacher
+pixels and caption ids.
 """
 import json
 import logging
@@ -34,6 +36,7 @@ from ..utils.validation import check_int
 from .assembly import assemble_pipeline, plan_pipeline
 from .builder import ClipSampleLoader
 from .synthetic import _SPLIT_IDS, COLOURS, POSITIONS, SHAPES, SIZES, SyntheticCaptions
+from .teacher_features import pick_caption, record_captions
 from .transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
@@ -246,10 +249,12 @@ class SyntheticTags(_TaggingSource):
 
 
 # ---- pipeline ----
-def tagging_columns(teacher: bool = False, captions: bool = False, return_index: bool = False) -> List[str]:
-    """Column names produced by :func:`build_tagging_dataset`, in order."""
+def tagging_columns(teacher: bool = False, captions: bool = False, return_index: bool = False,
+                    stored: Sequence[str] = ()) -> List[str]:
+    """Column names produced by :func:`build_tagging_dataset`, in order (``stored``: the teacher feature
+    store's columns, :class:`~mindram.data.teacher_features.StoredTeacherColumns`)."""
     wanted = {"pixel_values": True, "labels": True, "teacher_pixel_values": teacher, "input_ids": captions,
-              "index": return_index}
+              **{name: True for name in stored}, "index": return_index}
     return [name for name, keep in wanted.items() if keep]
 
 
@@ -283,17 +288,21 @@ class TaggingSampleLoader(ClipSampleLoader):
     Loading, bad-image substitution and the per-epoch accounting are :class:`ClipSampleLoader`'s."""
 
     def __init__(self, source, transform, plan, return_index, teacher_transform=None, tokenizer_fn=None,
-                 context_length=77):
+                 context_length=77, teacher_features=None):
         self.with_teacher = teacher_transform is not None
         if self.with_teacher:
             transform = _PairTransform(transform, teacher_transform, transform.image_processor._load)
         super().__init__(source, transform, tokenizer_fn, context_length, 0, plan, return_index)
         self.num_tags = int(source.num_tags)
+        self.teacher_features = teacher_features
+        if teacher_features is not None and teacher_features.image:  # unreadable at extraction: substituted
+            for index, reason in teacher_features.store.missing():
+                self.stats.mark_bad(index, f"no stored teacher features ({reason})", self._bad_outcome)
 
     def _caption_ids(self, captions, epoch: int, index: int) -> np.ndarray:
-        captions = [captions] if isinstance(captions, str) else list(captions) or [""]
-        pick = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index, 3])).integers(len(captions))
-        return np.asarray(self.tokenizer_fn([captions[int(pick)]], context_length=self.context_length)[0], np.int32)
+        captions = record_captions(captions)
+        pick = pick_caption(len(captions), self.seed, epoch, index)
+        return np.asarray(self.tokenizer_fn([captions[pick]], context_length=self.context_length)[0], np.int32)
 
     def __call__(self, code) -> tuple:
         epoch, start = self.sampler.decode(code)
@@ -308,6 +317,8 @@ class TaggingSampleLoader(ClipSampleLoader):
             row.append(np.asarray(teacher, np.float32))
         if self.tokenizer_fn is not None:
             row.append(self._caption_ids(record.caption, epoch, index))
+        if self.teacher_features is not None:
+            row += self.teacher_features(index, epoch, self.seed)
         if self.return_index:
             row.append(np.asarray(index, np.int32))
         self._count(epoch)
@@ -327,7 +338,7 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
                           horizontal_flip: bool = False, teacher_processor=None,
                           tokenizer_fn: Optional[Callable] = None, context_length: int = 77,
                           start_epoch: int = 0, start_step: int = 0, return_index: bool = False,
-                          python_multiprocessing: bool = False) -> msds.Dataset:
+                          python_multiprocessing: bool = False, teacher_features=None) -> msds.Dataset:
     """Batched multi-label pipeline over a tagging source (see the module docstring for the columns).
 
     Args:
@@ -339,6 +350,10 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
         teacher_processor: adds ``teacher_pixel_values`` preprocessed by it (e.g. the CLIP teacher's 224 px
             OpenAI-normalised view); with ``train_transform`` it is an independent augmentation draw.
         tokenizer_fn, context_length: adds ``input_ids`` (N, L) int32 of one caption per sample.
+        teacher_features: stored teacher features instead of running the teacher (a
+            :class:`~mindram.data.teacher_features.StoredTeacherColumns`): adds ``teacher_image_features`` (N, D)
+            and/or ``teacher_text_features`` (N, D) of the caption each sample draws; records without stored
+            features are substituted like unreadable images.
         batch_size, shuffle, num_workers, drop_remainder, seed, start_epoch, start_step, return_index,
         python_multiprocessing: as in :func:`~mindram.data.build_clip_dataset` (same sampler, resume and
             bad-image substitution).
@@ -350,8 +365,9 @@ def build_tagging_dataset(source, image_processor, batch_size: int = 32, shuffle
         _transform(teacher_processor, train_transform, train_scale, horizontal_flip)
     loader = TaggingSampleLoader(source, _transform(image_processor, train_transform, train_scale, horizontal_flip),
                                  plan, return_index, teacher_transform=teacher, tokenizer_fn=tokenizer_fn,
-                                 context_length=context_length)
-    columns = tagging_columns(teacher is not None, tokenizer_fn is not None, return_index)
+                                 context_length=context_length, teacher_features=teacher_features)
+    columns = tagging_columns(teacher is not None, tokenizer_fn is not None, return_index,
+                              teacher_features.names if teacher_features is not None else ())
     dataset = assemble_pipeline(loader, columns, plan, python_multiprocessing)
     logger.info("tagging dataset over %s (%d tags): %s", type(source).__name__, source.num_tags, plan.describe())
     return dataset

@@ -9,11 +9,23 @@ Training loss, one graph per step::
 
 The alignment logits are the tagging head run with, as queries for every image, ReLU(wordvec_proj(t_j)) of
 the B L2-normalised teacher text features t_j of the batch's captions; target: image i ↔ caption i.
+
+Weights (``tagging.loss_weights``, :data:`LOSS_WEIGHTS` defaults reproduce the reference)::
+
+    RAM++ / RAM without caption loss:  w_tag·loss_tag + w_dis·loss_dis + w_alignment·loss_alignment
+    RAM with its caption loss:         w_t2t·loss_t2t + w_tag·loss_tag / sg(loss_tag / loss_t2t) + w_dis·loss_dis
+
+(``sg``: no gradient; the tag loss is rescaled to the caption loss's magnitude, as recognize-anything does).
+:class:`TaggingWithLoss` returns ``(total, parts)``: ``parts`` the unweighted terms named ``part_names``, for
+the training log; only ``total`` is differentiated.
 """
+import mindspore as ms
 from mindspore import nn, ops
 
 TAG_LOSS = {"gamma_neg": 7.0, "gamma_pos": 0.0, "clip": 0.05}
 ALIGNMENT_LOSS = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
+#: weight of each term in the total (``tagging.loss_weights``); all 1: the reference's combination
+LOSS_WEIGHTS = {"tag": 1.0, "dis": 1.0, "alignment": 1.0, "t2t": 1.0}
 
 
 class AsymmetricLoss(nn.Cell):
@@ -52,23 +64,41 @@ class DistillationL1Loss(nn.Cell):
 
 class TaggingWithLoss(nn.Cell):
     """RAM / RAM++ and its training losses in one cell: ``(pixel_values, labels[, teacher_image_features]
-    [, teacher_text_features]) → loss`` (module docstring). Parameter names stay the model's."""
+    [, teacher_text_features][, caption inputs]) → (total, parts)`` (module docstring). Parameter names stay the
+    model's.
 
-    def __init__(self, model, tag_loss=None, distillation=False, alignment=False, alignment_loss=None):
+    ``weights``: a mapping over :data:`LOSS_WEIGHTS`' keys (missing keys: 1). ``caption_loss``: a cell
+    ``(image_embeds, tag_ids, tag_mask, caption_ids, caption_mask, targets) → loss_t2t`` (RAM's caption
+    generation, :class:`mindram.losses.caption_loss.CaptionLoss`), fed the last six inputs; None: no ``loss_t2t``.
+    """
+
+    def __init__(self, model, tag_loss=None, distillation=False, alignment=False, alignment_loss=None, weights=None,
+                 caption_loss=None):
         super().__init__(auto_prefix=False)
         self.model = model
         self.tag_loss = tag_loss if tag_loss is not None else AsymmetricLoss(**TAG_LOSS)
         self.distillation, self.alignment = bool(distillation), bool(alignment)
         self.distillation_loss = DistillationL1Loss()
         self.alignment_loss = alignment_loss if alignment_loss is not None else AsymmetricLoss(**ALIGNMENT_LOSS)
+        self.captioning = caption_loss is not None
+        if self.captioning:
+            self.caption_loss = caption_loss
         self.text_at = 1 if self.distillation else 0
+        self.caption_at = self.text_at + (1 if self.alignment else 0)
         self.sum_scale = 1.0
+        weights = {**LOSS_WEIGHTS, **(weights or {})}
+        self.w_tag, self.w_dis = float(weights["tag"]), float(weights["dis"])
+        self.w_alignment, self.w_t2t = float(weights["alignment"]), float(weights["t2t"])
+        self.part_names = tuple(name for name, used in (("loss_tag", True), ("loss_dis", self.distillation),
+                                                        ("loss_alignment", self.alignment),
+                                                        ("loss_t2t", self.captioning)) if used)
 
     def gather_over_ranks(self, rank, world_size, **options):
         """Data parallel (``mindram.parallel.distribute_network``): the tag and alignment losses are *sums* over
         the batch (the reference's ASL), the distillation loss a mean; scaling the sums by ``world_size`` makes
         the ranks' gradient mean the gradient of the global batch (the alignment loss still pairs each rank's
-        own images and captions)."""
+        own images and captions). The logged parts carry the same scaling, so their mean over the ranks is the
+        global batch's value."""
         del rank, options
         self.sum_scale = float(world_size)
 
@@ -80,13 +110,27 @@ class TaggingWithLoss(nn.Cell):
         hidden = self.model.tagging_head(queries, self.model.image_proj(image_embeds))
         return self.model.fc(hidden).squeeze(-1)
 
-    def construct(self, pixel_values, labels, *teacher):
+    def construct(self, pixel_values, labels, *extra):
         image_embeds = self.model.visual_encoder(pixel_values)
-        loss = self.sum_scale * self.tag_loss(self.model.head_logits(image_embeds), labels)
+        loss_tag = self.sum_scale * self.tag_loss(self.model.head_logits(image_embeds), labels)
+        parts, total = [loss_tag], 0.0
         if self.distillation:
-            loss = loss + self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), teacher[0])
+            loss_dis = self.distillation_loss(self.model.image_proj(image_embeds[:, 0, :]), extra[0])
+            parts.append(loss_dis)
+            total = total + self.w_dis * loss_dis
         if self.alignment:
-            logits = self.alignment_logits(image_embeds, teacher[self.text_at])
-            loss = loss + self.sum_scale * self.alignment_loss(logits, ops.eye(logits.shape[0], logits.shape[1],
-                                                                                logits.dtype))
-        return loss
+            logits = self.alignment_logits(image_embeds, extra[self.text_at])
+            loss_alignment = self.sum_scale * self.alignment_loss(
+                logits, ops.eye(logits.shape[0], logits.shape[1], logits.dtype))
+            parts.append(loss_alignment)
+            total = total + self.w_alignment * loss_alignment
+        tag_term = loss_tag
+        if self.captioning:
+            at = self.caption_at
+            loss_t2t = self.caption_loss(self.model.image_proj(image_embeds), extra[at], extra[at + 1],
+                                         extra[at + 2], extra[at + 3], extra[at + 4])
+            parts.append(loss_t2t)
+            total = total + self.w_t2t * loss_t2t
+            tag_term = loss_tag / ops.stop_gradient(loss_tag / loss_t2t)   # the caption loss's magnitude
+        total = total + self.w_tag * tag_term
+        return total, ops.stack([part.astype(ms.float32) for part in parts])

@@ -31,8 +31,9 @@ ITEM_ERRORS = (DataError, OSError, TypeError, ValueError)
 def build_image_processor(model, image_processor=None):
     """``image_processor`` as given (an instance), a dict of constructor arguments for the model's
     ``image_processor_class`` (over the model's own preprocessing), or None: ``model.image_processor`` (its
-    image size and the catalog's preprocessing for its weights). A size other than the model's is a
-    ``ValueError``."""
+    image size and the catalog's preprocessing for its weights). A model with ``check_image_size(size)`` (RAM,
+    RAM++: any multiple of the Swin patch) checks the processor's size itself; for other models a size other
+    than the model's is a ``ValueError``."""
     if image_processor is None:
         image_processor = model.image_processor
     elif isinstance(image_processor, dict):
@@ -42,7 +43,10 @@ def build_image_processor(model, image_processor=None):
                         f"arguments, got {type(image_processor).__name__}")
     expected = config_image_size(model.config)
     size = getattr(image_processor, "image_size", expected)
-    if size != expected:
+    check = getattr(model, "check_image_size", None)
+    if check is not None:
+        check(size)
+    elif size != expected:
         raise ValueError(f"image_processor.image_size {size} differs from the model's image size {expected}")
     return image_processor
 

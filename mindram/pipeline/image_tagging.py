@@ -70,6 +70,9 @@ class ImageTaggingPipeline(Pipeline):
     them; default ``clip_vit_b_16``) and ``extend_vocabulary`` (True: the open-set tags are *added* after the
     model's own tags, :mod:`mindram.models.ram.mixed_vocabulary`; default: they replace them, as the reference
     does). Without ``open_set_tags`` the model's current vocabulary is used.
+    ``image_size`` (a multiple of the Swin patch size, default the model's, 384 for the released weights) runs
+    the tagger at another input resolution (docs/ram.md#input-resolution); it sets the size of the model's own
+    preprocessing (or of a dict ``image_processor``).
     Call options (also defaults at construction): ``threshold`` (a number in [0, 1] for every tag; default
     the per-tag thresholds), ``top_k`` (a positive int), ``output_format`` (``"list"``, the default, or
     ``"paddleclas"``) and ``language`` (``"cn"``/``"en"``, with ``"paddleclas"``). Returns one list per image of
@@ -84,8 +87,13 @@ class ImageTaggingPipeline(Pipeline):
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=1, open_set_tags=None,
                  open_set_descriptions=None, open_set_threshold=None, open_set_clip_model=None,
-                 extend_vocabulary=False, **kwargs):
+                 extend_vocabulary=False, image_size=None, **kwargs):
         # tokenizer: unused, the tagger embeds open-set texts with its own CLIP text tower
+        if image_size is not None:
+            if image_processor is not None and not isinstance(image_processor, dict):
+                raise ConfigError("image_size sets the size of the model's preprocessing; with an image_processor "
+                                  "instance give that instance the size instead")
+            image_processor = {**(image_processor or {}), "image_size": image_size}
         super().__init__(model, image_processor, tokenizer, batch_size, **kwargs)
         if extend_vocabulary and open_set_tags is None:
             raise ConfigError("extend_vocabulary=True adds open_set_tags to the model's tags; pass open_set_tags=[...]")

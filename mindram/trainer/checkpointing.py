@@ -2,10 +2,12 @@
 
 A checkpoint is a directory ``checkpoint-<global_step>/`` holding ``train_state.ckpt`` (model
 parameters under their own names, optimizer moments, global step, accumulation buffers) and
-``trainer_state.json`` (run id, resume settings, epoch, step in epoch, global step, metrics so far). The
+``trainer_state.json`` (run id, resume settings, epoch, step in epoch, global step, metrics so far, the best
+evaluation so far). The
 directory is written under a temporary name (``.checkpoint-*``, with the umask's modes like every other
 output) and renamed when complete, so a crash never leaves a partial checkpoint that resume could pick up;
 temporaries left by a killed save are removed when the next run starts (:func:`remove_stale_temporaries`).
+``best/`` (:func:`save_best_model`) is the model of the best evaluation during training, replaced as a whole.
 
 An output directory holds one training run. Each run has an id, stored in every checkpoint; a resumed run
 keeps the id of the checkpoint it resumed. ``keep_checkpoint_max`` pruning and ``"latest"`` only ever look
@@ -35,7 +37,10 @@ logger = logging.getLogger(__name__)
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
 _TEMPORARY_PREFIX = ".checkpoint-"
 TRAIN_LOG = "train_log.jsonl"
-_RUN_FILES = ("final", TRAIN_LOG)   # besides checkpoint-*/ and *_metrics.json
+BEST = "best"
+BEST_METRICS = "best_metrics.json"
+_OLD_BEST = f"{_TEMPORARY_PREFIX}old-best-"
+_RUN_FILES = ("final", BEST, TRAIN_LOG)   # besides checkpoint-*/ and *_metrics.json
 
 
 def new_run_id():
@@ -146,7 +151,7 @@ def load_checkpoint(path, train_cell):
 # ---- the run that owns an output directory ----
 def previous_run_artefacts(output_dir):
     """What a training run leaves in ``output_dir`` and a new run would overwrite: ``checkpoint-*/``,
-    ``final/``, ``train_log.jsonl`` and ``*_metrics.json`` (other files and folders are not a run's)."""
+    ``final/``, ``best/``, ``train_log.jsonl`` and ``*_metrics.json`` (other files and folders are not a run's)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
@@ -183,11 +188,51 @@ def remove_stale_temporaries(output_dir):
     """
     output_dir = Path(output_dir)
     stale = sorted(p for p in output_dir.glob(f"{_TEMPORARY_PREFIX}*") if p.is_dir()) if output_dir.is_dir() else []
+    previous_best = [p for p in stale if p.name.startswith(_OLD_BEST)]
+    if previous_best and not (output_dir / BEST).exists():   # killed between the two renames of save_best_model
+        logger.info("restoring %s from %s (a replacement of it was interrupted)", BEST, previous_best[0].name)
+        os.replace(previous_best[0], output_dir / BEST)
+        stale.remove(previous_best[0])
     if stale:
         logger.info("removing %d temporary checkpoint(s) left by an interrupted save: %s", len(stale),
                     ", ".join(p.name for p in stale))
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def save_best_model(output_dir, model, record):
+    """Make ``output_dir/best/`` the ``save_pretrained`` directory of ``model`` with ``best_metrics.json``
+    (``record``: step, metric, value, all metrics, run id), replacing the previous best as a whole.
+
+    The new directory is written under a temporary name and renamed into place; the previous one is renamed
+    away first and deleted after, so a reader or a kill sees the old or the new best (a kill between the two
+    renames is undone by :func:`remove_stale_temporaries` when the run resumes)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f"{_TEMPORARY_PREFIX}best-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        (tmp / BEST_METRICS).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = output_dir / BEST
+    previous = output_dir / f"{_OLD_BEST}{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.replace(final, previous)
+    os.replace(tmp, final)
+    shutil.rmtree(previous, ignore_errors=True)
+    logger.info("saved %s (%s %.6g at update %d)", final, record["metric"], record["value"], record["step"])
+    return final
+
+
+def read_best(output_dir):
+    """The ``best_metrics.json`` record of ``output_dir/best/``, or None when there is none (or it is unreadable)."""
+    file = Path(output_dir) / BEST / BEST_METRICS
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def rewind_run(output_dir, state, discard_later=False):
@@ -196,7 +241,8 @@ def rewind_run(output_dir, state, discard_later=False):
     The ``train_log.jsonl`` records after that step (and a record torn by a kill) are cut atomically, so that
     no step is logged twice. Checkpoints of the run *after* that step would be replaced by the resumed run:
     they are kept and the resume refused (:class:`OutputExistsError`) unless ``discard_later``
-    (``overwrite_output_dir``), which deletes them (logged).
+    (``overwrite_output_dir``), which deletes them (logged). ``best/`` stays: it is the model of an evaluation
+    this run made, replaced only by a better one (the resumed run adopts it, ``BaseTrainer._resume_best``).
     """
     output_dir, step = Path(output_dir), state["global_step"]
     later = [p for s, p in _checkpoints(output_dir)

@@ -6,14 +6,17 @@ Top-level keys of a run YAML (MindFormers layout)::
     model {arch {type}, model_config {...}},
     processor {type, image_processor {type, ...}, tokenizer {type, ...}, context_length},
     train_dataset / eval_dataset {data_loader {type, dataset_dir|..., split, ...}, shuffle, num_workers},
-    runner_config {TrainingArguments fields}, optimizer {type, ...}, lr_schedule {type, ...},
+    runner_config {TrainingArguments fields: ..., logging_steps, save_steps, eval_steps, evaluation_strategy,
+                   metric_for_best_model, greater_is_better, ...}, optimizer {type, ...}, lr_schedule {type, ...},
     zero_shot {templates, class_names}, predict {candidate_labels, top_k},
     use_parallel, parallel {parallel_mode, gradients_mean, enable_parallel_optimizer},
     parallel_config {data_parallel, model_parallel, pipeline_stage}   (mindram.parallel.context)
     recompute_config {recompute: true | [cell names]}   (mindram.parallel.recompute)
-    tagging {teacher, distillation, alignment, tag_loss, alignment_loss, layer_decay, train_scale, horizontal_flip,
-             threshold, threshold_file, open_set, open_set_descriptions, open_set_clip, output_format,
-             language}   (task image_tagging)
+    tagging {teacher, distillation, alignment, tag_loss, alignment_loss, loss_weights {tag, dis, alignment, t2t},
+             caption_loss, caption_tokenizer,
+             layer_decay, train_scale, horizontal_flip, threshold, threshold_file, open_set, open_set_descriptions,
+             open_set_clip, output_format, language, teacher_features, custom_tags,
+             custom_tag_descriptions}   (task image_tagging)
 
 Everything is validated before any work starts: unknown keys, wrong types, unregistered ``type``
 names and missing dataset paths are :class:`ConfigError` naming the key and the allowed values.
@@ -47,9 +50,10 @@ SECTION_KEYS = {
     "zero_shot": {"templates", "class_names"},
     "predict": {"candidate_labels", "top_k", "hypothesis_template"},
     "context": {"mode", "device_target", "device_id"},
-    "tagging": {"teacher", "distillation", "alignment", "tag_loss", "alignment_loss", "layer_decay", "train_scale",
-                "horizontal_flip", "threshold", "threshold_file", "open_set", "open_set_descriptions",
-                "open_set_clip", "output_format", "language"},
+    "tagging": {"teacher", "distillation", "alignment", "tag_loss", "alignment_loss", "loss_weights", "caption_loss",
+                "caption_tokenizer", "layer_decay", "train_scale", "horizontal_flip", "threshold", "threshold_file",
+                "open_set", "open_set_descriptions", "open_set_clip", "output_format", "language", "teacher_features",
+                "custom_tags", "custom_tag_descriptions"},
 }
 PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file", "taglist_file", "image_dir")
 RUN_MODES = ("train", "eval", "predict", "finetune")

@@ -13,6 +13,11 @@ updates multiply it; the scale and its counters are parameters, so checkpoints r
 In a data-parallel job (``mindram.parallel``) the gradients are averaged over the ranks (MindSpore's
 ``DistributedGradReducer``) before they are unscaled, clipped and applied — once per update, after accumulation —
 and the returned loss is the mean of the ranks' losses.
+
+Loss parts: a network with ``part_names`` (e.g. :class:`~mindram.losses.TaggingWithLoss`) returns ``(total, parts)``
+with ``parts`` a 1-D tensor of its named terms. Only ``total`` is differentiated (the parts get zero
+sensitivities) and the steps return ``[total, *parts]`` (float32, averaged over the ranks like the loss); a network
+with one loss (CLIP) returns it alone and the steps return that scalar.
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -42,6 +47,7 @@ class _StepBase(nn.Cell):
         """``dynamic``: None (static ``loss_scale``) or ``{"scale_factor": f, "scale_window": n}``."""
         super().__init__(auto_prefix=False)
         self.network = network
+        self.has_parts = bool(getattr(network, "part_names", ()))
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
@@ -66,11 +72,16 @@ class _StepBase(nn.Cell):
         self.mean_loss = self.loss_mean is not None
 
     def _loss_and_grads(self, *inputs):
-        loss = self.network(*inputs)
+        """``(reported, grads)``: ``reported`` the loss, or ``[total, *parts]`` for a network with parts."""
+        out = self.network(*inputs)
+        loss = out[0] if self.has_parts else out
         if self.dynamic:
             sens = ops.ones_like(loss) * self.scale_sense.astype(loss.dtype)
         else:
             sens = ops.fill(loss.dtype, loss.shape, self.loss_scale)
+        if self.has_parts:
+            sens = (sens, ops.zeros_like(out[1]))
+            loss = ops.concat((loss.astype(ms.float32).reshape((1,)), out[1].astype(ms.float32)))
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         if self.mean_loss:
             loss = self.loss_mean(loss)
@@ -109,7 +120,7 @@ class _StepBase(nn.Cell):
 
 
 class TrainStep(_StepBase):
-    """One optimizer step on one batch; returns the loss."""
+    """One optimizer step on one batch; returns the loss (``[total, *parts]`` for a network with parts)."""
 
     def construct(self, *inputs):
         loss, grads = self._loss_and_grads(*inputs)
@@ -119,7 +130,7 @@ class TrainStep(_StepBase):
 
 
 class AccumulateStep(_StepBase):
-    """Add one micro-batch's gradients into ``accum_grad.*`` buffers; returns the loss."""
+    """Add one micro-batch's gradients into ``accum_grad.*`` buffers; returns the loss (as :class:`TrainStep`)."""
 
     def __init__(self, network, optimizer, **kwargs):
         super().__init__(network, optimizer, **kwargs)

@@ -6,6 +6,8 @@ from typing import Optional
 from ..errors import ConfigError
 from ..models.configuration_utils import BaseConfig
 
+EVALUATION_STRATEGIES = (None, "no", "steps", "epoch")
+
 
 @dataclasses.dataclass
 class TrainingArguments(BaseConfig):
@@ -25,6 +27,11 @@ class TrainingArguments(BaseConfig):
     scale_factor: float = 2.0                  # dynamic: divide on overflow / multiply after scale_window steps
     scale_window: int = 1000                   # dynamic: overflow-free updates before the scale grows
     logging_steps: int = 10
+    # evaluation during training (Hugging Face's names): every eval_steps updates and after the last one
+    eval_steps: Optional[int] = None
+    evaluation_strategy: Optional[str] = None  # "no" | "steps" (needs eval_steps) | "epoch"; None: steps if eval_steps
+    metric_for_best_model: Optional[str] = None    # eval metric choosing output_dir/best/ (None: the task's default)
+    greater_is_better: Optional[bool] = None   # None: true unless the metric's name ends in "loss"
     save_steps: Optional[int] = None           # None: save at the end of each epoch only
     keep_checkpoint_max: int = 3
     num_workers: int = 2
@@ -41,9 +48,14 @@ class TrainingArguments(BaseConfig):
                     "num_workers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"runner_config.{key}: expected >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "save_steps", "eval_batch_size"):
+        for key in ("max_steps", "save_steps", "eval_batch_size", "eval_steps"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"runner_config.{key}: expected >= 1 or null, got {getattr(self, key)}")
+        if self.evaluation_strategy not in EVALUATION_STRATEGIES:
+            raise ConfigError(f"runner_config.evaluation_strategy: expected one of {list(EVALUATION_STRATEGIES)}, "
+                              f"got {self.evaluation_strategy!r}")
+        if self.evaluation_strategy == "steps" and self.eval_steps is None:
+            raise ConfigError("runner_config.evaluation_strategy: 'steps' needs runner_config.eval_steps (>= 1)")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"runner_config.max_grad_norm: expected > 0 or null, got {self.max_grad_norm}")
         if self.loss_scale <= 0:
@@ -52,3 +64,13 @@ class TrainingArguments(BaseConfig):
             raise ConfigError(f"runner_config.scale_factor: expected > 1, got {self.scale_factor}")
         if self.scale_window < 1:
             raise ConfigError(f"runner_config.scale_window: expected >= 1, got {self.scale_window}")
+
+    @property
+    def evaluates(self):
+        """When training evaluates: ``"steps"``, ``"epoch"`` or None (never)."""
+        strategy = self.evaluation_strategy or ("steps" if self.eval_steps is not None else "no")
+        return None if strategy == "no" else strategy
+
+    def best_is_greater(self, metric):
+        """Whether a larger ``metric`` is better (``greater_is_better``, default: unless it names a loss)."""
+        return self.greater_is_better if self.greater_is_better is not None else not metric.endswith("loss")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import mindram
-from mindram.errors import DataError
+from mindram.errors import ConfigError, DataError
 from mindram.models.ram.convert import convert_state_dict
 from tests.fixtures.ram.loader import fixture_config, reference_state_dict
 from tests.unit.test_clip_model import tiny
@@ -74,3 +74,19 @@ def test_open_set_through_the_pipeline(tmp_path):
 def test_unknown_option_is_rejected(tagger_model):
     with pytest.raises(TypeError, match="unknown option"):
         mindram.pipeline("image_tagging", model=tagger_model, candidate_labels=["x"])
+
+
+def test_image_size_option_runs_the_tagger_at_another_resolution(tagger_model, tmp_path):
+    """docs/ram.md#input-resolution: the model's preprocessing at 128 px (the fixture Swin is built for 96)."""
+    path = images(tmp_path)[0]
+    tagger = mindram.pipeline("image_tagging", model=tagger_model, image_size=128, threshold=0.0)
+    assert tagger.image_processor.image_size == 128
+    expected = tagger_model.get_tag_scores(tagger.image_processor([path]))[0]
+    result = sorted(tagger(path)[0], key=lambda r: r["class_id"])
+    assert [r["class_id"] for r in result] == np.flatnonzero(expected > 0).tolist()
+    np.testing.assert_allclose([r["score"] for r in result], expected[expected > 0], atol=1e-6)
+    with pytest.raises(ConfigError, match="image_size=130"):
+        mindram.pipeline("image_tagging", model=tagger_model, image_size=130)
+    with pytest.raises(ValueError, match="multiples of patch_size=4"):
+        mindram.pipeline("image_tagging", model=tagger_model,
+                         image_processor=mindram.RAMImageProcessor(image_size=130))

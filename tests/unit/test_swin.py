@@ -10,7 +10,7 @@ from mindram.errors import CheckpointError, ConfigError
 from mindram.models.modeling_utils import load_state_dict
 from mindram.models.swin import (SwinConfig, SwinTransformer, config_from_state_dict, convert_swin_state_dict,
                                  expected_shapes, is_swin_buffer, to_torch_swin_state_dict)
-from mindram.models.swin.modeling import relative_position_index, shifted_window_mask, window_order
+from mindram.models.swin.windows import relative_position_index, shifted_window_mask, window_order
 from mindram.utils.graph import run_in_graph_mode
 from tests.conftest import FIXTURES
 
@@ -163,9 +163,10 @@ def test_config_errors_name_the_key(changes, match):
 
 
 def test_wrong_image_size_is_an_error():
+    """Other sizes run (tests/unit/test_swin_resolution.py); sides that are not multiples of the patch do not."""
     config = SwinConfig.from_dict(TINY)
-    with pytest.raises(ValueError, match=r"expects \(B, 3, 32, 32\) images, got \(1, 3, 36, 36\)"):
-        build(config)(Tensor(np.zeros((1, 3, 36, 36), np.float32)))
+    with pytest.raises(ValueError, match=r"positive multiples of patch_size=2 .*got 35x36"):
+        build(config)(Tensor(np.zeros((1, 3, 35, 36), np.float32)))
 
 
 def test_unknown_architecture_lists_closest():

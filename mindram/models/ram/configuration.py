@@ -9,11 +9,15 @@ head and the RAM caption modules are BERT configs whose defaults are the referen
 ``q2l_config.json`` and ``med_config.json``.
 """
 import dataclasses
+import filecmp
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
 from ...errors import ConfigError
+from ...utils.io import atomic_write
 from ..configuration_utils import BaseConfig, PretrainedConfig, check_transformer_config
 from ..swin import SwinConfig
 
@@ -22,6 +26,12 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 MODEL_TYPES = {"ram": "RAM", "ram_plus": "RAMPlus"}
 
 VITS = ("swin_l", "swin_b")
+
+# Tag files in a saved config: a bare name is a file of DATA_DIR, ``./<name>`` a file beside the config file
+# (what :meth:`RAMConfig.save` writes for any other file, under these names), anything else a path as given.
+BESIDE_CONFIG = "./"
+SAVED_TAG_FILES = {"tag_list": "tag_list.txt", "tag_list_chinese": "tag_list_chinese.txt",
+                   "threshold_file": "thresholds.txt"}
 
 
 def swin_preset(vit, image_size):
@@ -65,8 +75,10 @@ class RAMConfig(PretrainedConfig):
     """RAM (``model_type: ram``) or RAM++ (``ram_plus``): Swin encoder + Query2Label tagging head.
 
     Tag files (``tag_list``, ``tag_list_chinese``, ``threshold_file``) are names inside the package's
-    ``models/ram/data`` folder or paths. Thresholds follow the reference (docs/ram.md#tag-selection): every tag
-    starts at ``threshold``, then entry k of ``threshold_file`` overrides tag k.
+    ``models/ram/data`` folder or paths; :meth:`save` copies any other file beside the YAML it writes and
+    refers to it as ``./<name>``, which :meth:`from_yaml` resolves against that YAML's folder. Thresholds
+    follow the reference (docs/ram.md#tag-selection): every tag starts at ``threshold``, then entry k of
+    ``threshold_file`` overrides tag k.
     ``caption_modules`` (RAM only) adds the captioning-only ``tag_encoder``/``text_decoder`` that
     the RAM checkpoint carries; inference never uses them, so they are off by default.
     """
@@ -149,6 +161,69 @@ class RAMConfig(PretrainedConfig):
         return MODEL_TYPES[self.model_type]
 
     def data_path(self, name):
-        """A tag/threshold file: a bare file name is one of the package's data folder, a path is used as given."""
+        """A tag/threshold file: a bare file name is one of the package's data folder, a path is used as given
+        (``./<name>`` too: relative to the working directory unless read by :meth:`from_yaml`)."""
         path = Path(name).expanduser()
-        return path if path.is_absolute() or len(path.parts) > 1 else DATA_DIR / name
+        return path if path.is_absolute() or len(path.parts) > 1 or name.startswith(BESIDE_CONFIG) \
+            else DATA_DIR / name
+
+    def __eq__(self, other):
+        """Equal configs describe the same model: tag files are equal when they name the same file or files with
+        the same contents (so a config equals itself saved and read back from another folder)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        keys = [key for key in self.field_names() if key not in SAVED_TAG_FILES]
+        return all(getattr(self, key) == getattr(other, key) for key in keys) and all(
+            self._same_tag_file(getattr(self, key), other.data_path, getattr(other, key)) for key in SAVED_TAG_FILES)
+
+    def _same_tag_file(self, value, other_data_path, other_value):
+        if value is None or other_value is None:
+            return value is other_value
+        mine, theirs = self.data_path(value), other_data_path(other_value)
+        if mine == theirs:
+            return True
+        return mine.is_file() and theirs.is_file() and filecmp.cmp(mine, theirs, shallow=False)
+
+    @classmethod
+    def from_yaml(cls, path):
+        """As :meth:`PretrainedConfig.from_yaml`; ``./<name>`` tag files become paths in the YAML's folder."""
+        config = super().from_yaml(path)
+        folder = Path(os.path.abspath(Path(path).expanduser())).parent  # '..' folded, links kept
+        beside = {}
+        for key in SAVED_TAG_FILES:
+            value = getattr(config, key)
+            if value is not None and value.startswith(BESIDE_CONFIG):
+                file = folder / value[len(BESIDE_CONFIG):]
+                if not file.is_file():
+                    raise ConfigError(f"{path}: {key} {value!r} refers to {file}, which does not exist "
+                                      f"(save_pretrained writes the tag files beside the config; keep them together)")
+                beside[key] = str(file)
+        return config.replace(**beside) if beside else config
+
+    def save(self, path):
+        """Write the YAML (see :meth:`PretrainedConfig.save`); tag files other than the package's are copied beside
+        it (atomically, verified) as ``tag_list.txt``, ``tag_list_chinese.txt`` and ``thresholds.txt``, and named
+        ``./<name>``, so the folder is self-contained."""
+        folder = Path(path).parent
+        portable = {key: self._saved_tag_file(key, folder) for key in SAVED_TAG_FILES}
+        super(RAMConfig, self.replace(**portable)).save(path)
+
+    def _saved_tag_file(self, key, folder):
+        """The value of ``key`` in a config saved into ``folder``, after copying its file there if needed."""
+        value = getattr(self, key)
+        if value is None:
+            return None
+        source = self.data_path(value)
+        if source.parent == DATA_DIR and (DATA_DIR / source.name).is_file():
+            return source.name
+        if not source.is_file():
+            raise ConfigError(f"RAMConfig.{key}: {source} does not exist; cannot save the config without it")
+        target = folder / SAVED_TAG_FILES[key]
+
+        def same_as_source(tmp):
+            if not filecmp.cmp(source, tmp, shallow=False):
+                raise ConfigError(f"{target}: the copy of {source} differs from it; nothing written")
+
+        with atomic_write(target, check=same_as_source, allow_empty=True) as tmp:
+            shutil.copyfile(source, tmp)
+        return BESIDE_CONFIG + target.name

@@ -29,5 +29,18 @@ class RAMImageProcessor(CLIPImageProcessor):
                          resize_mode=resize_mode, apply_exif_orientation=apply_exif_orientation,
                          alpha_background=alpha_background, fill_color=fill_color)
 
+    @classmethod
+    def for_config(cls, config, name=None, **overrides):
+        """As :meth:`BaseImageProcessor.for_config`; an ``image_size`` other than the config's is allowed (the
+        Swin runs any multiple of its patch size, docs/ram.md#input-resolution) and checked here."""
+        processor = super().for_config(config, name, **overrides)
+        swin = getattr(config, "swin_config", None)
+        if swin is not None:
+            try:
+                swin.check_input_size(processor.image_size)
+            except ValueError as e:
+                raise ConfigError(f"RAMImageProcessor image_size={processor.image_size}: {e}") from e
+        return processor
+
     def _load(self, image):
         return super()._load(image).convert("RGB")

@@ -233,6 +233,11 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
             self.use_vocabulary(saved)
 
     # ---- inference ----
+    def check_image_size(self, size):
+        """Raise ``ValueError`` unless the encoder runs size × size images: any positive multiple of the Swin
+        patch size; the weights were trained at the configured ``image_size`` (docs/ram.md#input-resolution)."""
+        self.config.swin_config.check_input_size(size)
+
     def get_tag_logits(self, pixel_values, label_embed=None):
         """(N, 3, S, S) images (array/Tensor, or inputs of ``image_processor``) → (N, K) logits as numpy.
 
@@ -264,6 +269,18 @@ class RAMBase(TaggingHeadMixin, PreTrainedModel):
         selected = tags.select_tags(self.get_tag_scores(pixel_values), thresholds, vocabulary.delete_tag_index)
         return ([tags.join_tags(vocabulary.names, idx) for idx in selected],
                 [tags.join_tags(vocabulary.names_chinese, idx) for idx in selected])
+
+    def generate_caption(self, pixel_values, tags=None, num_beams=3, max_length=30, min_length=10,
+                         repetition_penalty=1.0, tokenizer=None):
+        """``(captions, tags_used)``: tag-guided captions (RAM with caption modules; docs/ram.md#captioning).
+
+        ``tags``: None (the model's own tags, as :meth:`generate_tag`) or per image a tag text or a list of
+        names. ``num_beams`` 1 is greedy; lengths count the 4-token prompt. ``tokenizer``: default
+        bert-base-uncased + [DEC]/[ENC] (``BertTokenizer.from_pretrained()``).
+        """
+        from .captioning import generate_caption
+        return generate_caption(self, pixel_values, tags, num_beams, max_length, min_length, repetition_penalty,
+                                tokenizer)
 
     @classmethod
     def config_from_state_dict(cls, params, source="state dict"):

@@ -15,6 +15,18 @@ from ..configuration_utils import PretrainedConfig
 FAMILY = "swin"
 
 
+def input_shape_error(shape, in_chans, patch_size):
+    """Why a (B, C, H, W) pixel batch cannot be encoded, or None: C must be ``in_chans`` and H, W positive
+    multiples of ``patch_size`` (the smallest input is one patch; any larger multiple works)."""
+    if len(shape) != 4 or shape[1] != in_chans:
+        return f"expected (B, {in_chans}, H, W) images, got shape {tuple(shape)}"
+    bad = [side for side in shape[2:] if side < patch_size or side % patch_size]
+    if bad:
+        return (f"image sides must be positive multiples of patch_size={patch_size} (smallest {patch_size}x"
+                f"{patch_size}), got {shape[2]}x{shape[3]}")
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class StageLayout:
     """What one stage computes: token grid side, width, heads, window side and shift of odd blocks."""
@@ -84,14 +96,32 @@ class SwinConfig(PretrainedConfig):
     def patches_resolution(self):
         return self.image_size // self.patch_size
 
+    def check_input_size(self, height, width=None):
+        """Raise ``ValueError`` unless a height × width (default square) image can be encoded (any positive
+        multiples of ``patch_size``; ``image_size`` is the resolution the reference builds and trains at)."""
+        width = height if width is None else width
+        error = input_shape_error((1, self.in_chans, height, width), self.in_chans, self.patch_size)
+        if error:
+            raise ValueError(f"SwinConfig (patch_size={self.patch_size}, image_size={self.image_size}): {error}")
+
+    def output_grid(self, height, width=None):
+        """(rows, cols) of the last stage's token grid for a height × width image (each patch merging rounds
+        an odd side up)."""
+        self.check_input_size(height, width)
+        rows, cols = height // self.patch_size, (height if width is None else width) // self.patch_size
+        for _ in self.depths[1:]:
+            rows, cols = (rows + 1) // 2, (cols + 1) // 2
+        return rows, cols
+
     @property
     def num_tokens(self):
-        """Tokens of the output sequence: the average-pooled token plus the last stage's grid."""
+        """Tokens of the output sequence at ``image_size``: the average-pooled token plus the last stage's grid."""
         return 1 + self.stages()[-1].resolution ** 2
 
     def stages(self):
-        """Per-stage :class:`StageLayout`, with the reference's rule that a stage whose grid is not
-        larger than the window attends globally (window = grid, no shift)."""
+        """Per-stage :class:`StageLayout` at ``image_size``, with the reference's rule that a stage whose grid
+        is not larger than the window attends globally (window = grid, no shift). The window side fixes the
+        bias table; other input sizes keep it (``windows.py``)."""
         layout, resolution = [], self.patches_resolution
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
             dim = self.embed_dim * 2 ** i

@@ -29,8 +29,9 @@ from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
 from ..checkpointing import (TRAIN_LOG, check_resume_settings, list_checkpoints, load_checkpoint, new_run_id,
-                             read_trainer_state, refuse_previous_run, remove_previous_run,
-                             remove_stale_temporaries, resolve_checkpoint, rewind_run, save_checkpoint)
+                             read_best, read_trainer_state, refuse_previous_run, remove_previous_run,
+                             remove_stale_temporaries, resolve_checkpoint, rewind_run, save_best_model,
+                             save_checkpoint)
 from ..optim import build_lr_schedule, build_optimizer, current_lr
 from ..run_config import build_image_processor, build_source, build_tokenizer, validate_run_config
 from ..train_step import AccumulateStep, ApplyStep, TrainStep
@@ -50,13 +51,17 @@ class BaseTrainer(abc.ABC):
     built when the run config names no ``model.arch.type``), ``default_config`` (the run YAML, relative to
     ``mindram/configs``, of ``Trainer(task=name)`` without a config) and ``requires_pretrained_weights``
     (``Trainer(model=<name>)`` must find that name's converted checkpoint instead of starting from random
-    weights: a task without a training stage).
+    weights: a task without a training stage). ``default_metric_for_best_model``: the :meth:`evaluate` metric
+    that picks ``output_dir/best/`` during training when ``runner_config.metric_for_best_model`` is unset
+    (None: no ``best/`` unless it is set).
     """
 
     name = None
     default_arch = None
     default_config = None
     requires_pretrained_weights = False
+    default_metric_for_best_model = None
+    train_epoch = 0   # the epoch training reads (set by train(); for host-side per-sample draws in train_inputs)
 
     def __init__(self, config, model=None, train_source=None, eval_source=None):
         self.config = config
@@ -65,6 +70,7 @@ class BaseTrainer(abc.ABC):
         given = {"train_dataset": train_source, "eval_dataset": eval_source}
         self._sources = {section: source for section, source in given.items() if source is not None}
         self.output_dir = Path(self.args.output_dir)
+        self._check_evaluation_data()
         self.parallel = init_parallel(parallel_settings(config))   # rank 0 of 1 unless use_parallel
         ms.set_seed(self.args.seed)
         np.random.seed(self.args.seed)
@@ -172,7 +178,8 @@ class BaseTrainer(abc.ABC):
     # ---- training loop ----
     @abc.abstractmethod
     def network_with_loss(self):
-        """The cell the training step differentiates: ``network(*train_inputs(batch)) -> loss``."""
+        """The cell the training step differentiates: ``network(*train_inputs(batch)) -> loss``, or ``-> (total,
+        parts)`` with a ``part_names`` attribute naming the 1-D ``parts`` (logged each on its own)."""
 
     def train_inputs(self, batch):
         """The training step cell's inputs from one batch of the training pipeline (default: its first two
@@ -199,6 +206,7 @@ class BaseTrainer(abc.ABC):
                       dynamic=dynamic)
         network = distribute_network(self.network_with_loss(), local_loss=args.local_loss,
                                      gather_with_grad=args.gather_with_grad)
+        self.loss_part_names = tuple(getattr(network, "part_names", ()))
         if args.gradient_accumulation_steps == 1:
             return optimizer, TrainStep(network, optimizer, **kwargs), None
         step_cell = AccumulateStep(network, optimizer, **kwargs)
@@ -208,15 +216,101 @@ class BaseTrainer(abc.ABC):
         record = {"step": state["global_step"], "epoch": state["epoch"], "loss": float(np.mean(window["loss"])),
                   "lr": self.current_learning_rate(optimizer),
                   "samples_per_s": window["samples"] / max(time.time() - window["start"], 1e-9)}
+        if window["parts"]:
+            record.update(zip(self.loss_part_names, np.mean(window["parts"], axis=0).tolist()))
         if getattr(self.model, "logit_scale", None) is not None:
             record["logit_scale"] = float(np.exp(self.model.logit_scale.asnumpy()).reshape(-1)[0])
         state["history"].append(record)
+        self._append_log(record)
+        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        parts = "".join(f" {name} {record[name]:.4f}" for name in self.loss_part_names if name in record)
+        logger.info("step %d epoch %d loss %.4f%s lr %.3e %.1f samples/s", record["step"], record["epoch"],
+                    record["loss"], parts, record["lr"], record["samples_per_s"])
+        window.update(loss=[], parts=[], samples=0, start=time.time())
+
+    def _append_log(self, record):
         if self.parallel.is_main:
             with open(self.output_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-        logger.info("step %(step)d epoch %(epoch)d loss %(loss).4f lr %(lr).3e %(samples_per_s).1f samples/s", record)
-        window.update(loss=[], samples=0, start=time.time())
+
+    # ---- evaluation during training ----
+    def _check_evaluation_data(self):
+        """ConfigError when training is to evaluate (``runner_config.eval_steps`` / ``evaluation_strategy``) but
+        there is no eval set."""
+        strategy = self.args.evaluates
+        if strategy is None or "eval_dataset" in self._sources or self.config.get("eval_dataset") is not None:
+            return
+        key = "runner_config.eval_steps" if strategy == "steps" else "runner_config.evaluation_strategy"
+        raise ConfigError(f"{key} is set but there is no eval_dataset: set eval_dataset.data_loader in the run "
+                          f"config (or pass eval_dataset= / --eval_dataset_dir), or unset {key}")
+
+    @property
+    def best_metric(self):
+        """The metric choosing ``best/``: ``runner_config.metric_for_best_model``, else the task's default."""
+        return self.args.metric_for_best_model or self.default_metric_for_best_model
+
+    def eval_metric_names(self):
+        """The numeric metrics :meth:`evaluate` reports, or None when only an evaluation tells (checked then)."""
+        return None
+
+    def _check_best_metric(self, names):
+        metric = self.best_metric
+        if metric is not None and names is not None and metric not in names:
+            raise ConfigError(f"runner_config.metric_for_best_model: {metric!r} is not a metric of task "
+                              f"{self.name!r}; available: {', '.join(sorted(names))}")
+
+    def _evaluate_during_training(self, state):
+        """Evaluate (the model in eval mode, then back), log an ``eval_*`` record at this update and keep the model
+        as ``best/`` when the best metric improved (never replaced by a worse or non-finite value)."""
+        training = self.model.training
+        self.model.set_train(False)
+        try:
+            metrics = self.evaluate()
+        finally:
+            self.model.set_train(training)
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        record = {"step": state["global_step"], "epoch": state["epoch"], **{f"eval_{k}": v for k, v in numeric.items()}}
+        state["eval_history"].append(record)
+        self._append_log(record)
+        metric = self.best_metric
+        if metric is None:
+            logger.info("eval at update %d: %s (no metric_for_best_model: no best/)", record["step"], numeric)
+            return
+        self._check_best_metric(numeric)
+        value, best, greater = numeric[metric], state.get("best"), self.args.best_is_greater(metric)
+        if best is not None and best["metric"] != metric:
+            logger.warning("metric_for_best_model is now %r (the best so far was chosen by %r): starting over",
+                           metric, best["metric"])
+            best = None
+        improved = math.isfinite(value) and (best is None or (value > best["value"] if greater else
+                                                               value < best["value"]))
+        if improved:
+            best = {"step": record["step"], "epoch": record["epoch"], "metric": metric, "value": value,
+                    "greater_is_better": greater, "metrics": numeric, "run_id": state.get("run_id")}
+            if self.parallel.is_main:
+                save_best_model(self.output_dir, self.model, best)
+        state["best"] = best
+        logger.info("eval at update %d: %s %.4f (best %s)", record["step"], metric, value,
+                    "this one" if improved else (f"{best['value']:.4f} at update {best['step']}" if best else "none"))
+
+    def _evaluation_due(self, state, total_updates, epoch_end=False):
+        done = state["eval_history"] and state["eval_history"][-1]["step"] == state["global_step"]
+        strategy, step = self.args.evaluates, state["global_step"]
+        if strategy is None or done:
+            return False
+        if strategy == "epoch":
+            return epoch_end or step == total_updates
+        return step % self.args.eval_steps == 0 or step == total_updates
+
+    def _resume_best(self, state):
+        """The best so far of a resumed run: its checkpoint's, or the newer ``best/`` of this run already in
+        ``output_dir`` (written by the interrupted run after that checkpoint: replaced only by a better one)."""
+        state.setdefault("eval_history", [])
+        state.setdefault("best", None)
+        on_disk = read_best(self.output_dir)
+        if on_disk is not None and on_disk.get("run_id") == state.get("run_id") and \
+                on_disk.get("step") != (state["best"] or {}).get("step"):
+            state["best"] = on_disk
 
     def _check_finite(self, loss, state):
         if math.isfinite(loss):
@@ -237,11 +331,11 @@ class BaseTrainer(abc.ABC):
         ``runner_config.batch_size`` is the *global* batch (per-rank batch × ranks): a checkpoint resumes exactly
         on another number of ranks whose global batch is the same (2 ranks × 16 → 1 rank × 32). ``adjustable``:
         what only changes the updates from the resumed step on (the resolved ``lr_schedule``, optimizer
-        hyper-parameters, clipping, logit-scale clamp, loss scale); a resume that changes one goes on with a
-        warning naming it, and is then not the same as an uninterrupted run. Changing ``max_steps``/``epochs``
-        (train longer or stop earlier) is silent unless ``lr_schedule.total_steps`` is unset and so derived
-        from them: then it is the warned change ``lr_schedule.total_steps``. Tasks with more such settings
-        extend both mappings.
+        hyper-parameters, clipping, logit-scale clamp, loss scale, the metric choosing ``best/``); a resume that
+        changes one goes on with a warning naming it, and is then not the same as an uninterrupted run.
+        Changing ``max_steps``/``epochs`` (train longer or stop earlier) is silent unless
+        ``lr_schedule.total_steps`` is unset and so derived from them: then it is the warned change
+        ``lr_schedule.total_steps``. Tasks with more such settings extend both mappings.
         """
         def runner(*keys):
             return {key: getattr(self.args, key) for key in keys}
@@ -252,7 +346,8 @@ class BaseTrainer(abc.ABC):
         fixed = runner("batch_size", "gradient_accumulation_steps", "seed", "train_transform")
         fixed["batch_size"] = self.global_batch_size   # the data position counts global batches, whatever N
         return {"fixed": {"runner_config": fixed, "train_dataset": data},
-                "adjustable": {"runner_config": runner("max_grad_norm", "logit_scale_max", "loss_scale"),
+                "adjustable": {"runner_config": runner("max_grad_norm", "logit_scale_max", "loss_scale",
+                                                       "metric_for_best_model", "greater_is_better"),
                                "lr_schedule": schedule, "optimizer": dict(self.config.get("optimizer") or {})}}
 
     @property
@@ -299,22 +394,34 @@ class BaseTrainer(abc.ABC):
         Writes ``checkpoint-<update>/``, ``train_log.jsonl``, ``final/`` and ``train_metrics.json`` into
         ``output_dir``, which this run owns (see :meth:`_start_run`); the summary carries the ``run_id``. In a
         data-parallel job each rank trains on its shard of every global batch and only rank 0 writes.
+
+        Log records (and the summary's ``history``) hold the loss averaged over ``logging_steps`` and, for a loss
+        with parts, each part (``loss_tag``, ...; the summary adds ``final_<part>``). With ``eval_steps`` (or
+        ``evaluation_strategy: epoch``) the run evaluates every ``eval_steps`` updates (each epoch) and after the
+        last update: an ``eval_<metric>`` record per evaluation, and ``best/`` (``save_pretrained`` +
+        ``best_metrics.json``) holds the model of the best ``metric_for_best_model`` so far, also kept in every
+        checkpoint's trainer state, so a resumed run goes on comparing against it.
         """
         args = self.args
         with shard_pipelines(self.parallel.world_size, self.parallel.rank):
             num_samples = len(self.source("train_dataset"))   # a streaming source's epoch depends on the ranks
         steps_epoch = steps_per_epoch(num_samples, self.global_batch_size, True)
         total_updates = args.max_steps or max(1, steps_epoch // args.gradient_accumulation_steps) * args.epochs
+        if args.evaluates is not None:
+            self._check_best_metric(self.eval_metric_names())
         resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
         settings = self.resume_settings(num_samples, total_updates)
         run_id = self._start_run(resume, settings)
         optimizer, step_cell, apply_cell = self._build_training(total_updates)
-        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "history": []}
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "history": [],
+                 "eval_history": [], "best": None}
         if resume is not None:
             state = load_checkpoint(resume, step_cell)
             logger.info("resumed from %s at epoch %d, step %d (update %d of %d)", resume, state["epoch"],
                         state["step_in_epoch"], state["global_step"], total_updates)
         state.update(run_id=run_id, settings=settings)
+        if resume is not None:
+            self._resume_best(state)
 
         main = self.parallel.is_main
 
@@ -324,18 +431,22 @@ class BaseTrainer(abc.ABC):
 
         progress = tqdm(total=total_updates, initial=state["global_step"], desc=f"train {self.name}", unit="step",
                         disable=not main)
-        window = {"loss": [], "samples": 0, "start": time.time()}
+        window = {"loss": [], "parts": [], "samples": 0, "start": time.time()}
         try:
             while state["global_step"] < total_updates:
+                self.train_epoch = state["epoch"]
                 with shard_pipelines(self.parallel.world_size, self.parallel.rank):
                     data = self.dataset("train_dataset", args.batch_size, True, start_epoch=state["epoch"],
                                         start_step=state["step_in_epoch"], train_transform=args.train_transform)
                 for batch in data.create_tuple_iterator(num_epochs=1):
-                    loss = float(run_in_graph_mode(step_cell, *self.train_inputs(batch)).asnumpy())
+                    values = run_in_graph_mode(step_cell, *self.train_inputs(batch)).asnumpy().reshape(-1)
+                    loss = float(values[0])   # then the loss parts, for a network with parts
                     state["micro_step"] += 1
                     state["step_in_epoch"] += 1
                     self._check_finite(loss, state)
                     window["loss"].append(loss)
+                    if self.loss_part_names:
+                        window["parts"].append(values[1:])
                     window["samples"] += int(batch[0].shape[0]) * self.parallel.world_size
                     if apply_cell is not None:
                         if state["micro_step"] % args.gradient_accumulation_steps:
@@ -345,11 +456,15 @@ class BaseTrainer(abc.ABC):
                     progress.update(1)
                     if state["global_step"] % args.logging_steps == 0 or state["global_step"] == total_updates:
                         self._log(state, window, optimizer, progress)
+                    if self._evaluation_due(state, total_updates):
+                        self._evaluate_during_training(state)
                     if args.save_steps and state["global_step"] % args.save_steps == 0:
                         save()
                     if state["global_step"] >= total_updates:
                         break
                 else:
+                    if self._evaluation_due(state, total_updates, epoch_end=True):
+                        self._evaluate_during_training(state)
                     state["epoch"] += 1
                     state["step_in_epoch"] = 0
                     if not args.save_steps:
@@ -362,9 +477,12 @@ class BaseTrainer(abc.ABC):
         self.model.set_train(False)
         if main:
             self.model.save_pretrained(self.output_dir / "final")
+        last = state["history"][-1] if state["history"] else {}
         summary = {"run_id": run_id, "global_step": state["global_step"], "epochs_completed": state["epoch"],
-                   "final_loss": state["history"][-1]["loss"] if state["history"] else None,
-                   "history": state["history"]}
+                   "final_loss": last.get("loss"), "history": state["history"]}
+        summary.update({f"final_{name}": last.get(name) for name in self.loss_part_names})
+        if args.evaluates is not None:
+            summary.update(eval_history=state["eval_history"], best=state["best"])
         self.save_metrics("train", summary)
         return summary
 

@@ -12,6 +12,7 @@ class ContrastiveLanguageImagePretrainTrainer(ImageTextTrainer):
 
     name = "contrastive_language_image_pretrain"
     default_config = "clip/run_clip_vit_b_32_pretrain_flickr8k.yaml"
+    default_metric_for_best_model = "image_to_text_R@1"
 
     def evaluate(self):
         """Retrieval recall@K (image→text, text→image); zero-shot top-1/5 when the eval set has labels.

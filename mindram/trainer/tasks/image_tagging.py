@@ -4,12 +4,14 @@ Training loss (docs/ram.md#training): :class:`mindram.losses.TaggingWithLoss` (t
 alignment when ``tagging.teacher`` is set), one graph per step through :class:`BaseTrainer`'s loop
 (accumulation, clipping, checkpoints, exact resume). The frozen teacher (``mindram.CLIPModel``) runs outside
 the step graph on the dataset's ``teacher_pixel_values`` / ``input_ids`` columns, so it is neither trained nor
-written to the checkpoints. ``label_embed`` is
-frozen (a non-trainable parameter of the model). RAM's caption-generation loss (``loss_t2t``, which needs
-BERT's tokenizer and the caption modules) is not implemented: RAM trains with tag + distillation losses,
-and its ``tag_encoder``/``text_decoder`` (if built) are left out of the optimizer. Student images use the
-model's own preprocessing (``RAMImageProcessor``: ImageNet statistics, as at inference; the reference trains
-with CLIP statistics), overridable in ``processor.image_processor``; the teacher gets its own
+written to the checkpoints; with ``tagging.teacher_features`` its precomputed features are read instead and it is
+never run (:mod:`mindram.trainer.teacher_features`). ``label_embed`` is
+frozen (a non-trainable parameter of the model). RAM's caption-generation loss (``loss_t2t``) trains with
+``tagging.caption_loss: true`` (:mod:`mindram.trainer.caption_training`); without it RAM trains with tag +
+distillation losses and its ``tag_encoder``/``text_decoder`` (if built) are left out of the optimizer. The terms
+are weighted by ``tagging.loss_weights`` and logged each on its own (:mod:`mindram.losses.tagging_loss`).
+Student images use the model's own preprocessing (``RAMImageProcessor``: ImageNet statistics, as at inference;
+the reference trains with CLIP statistics), overridable in ``processor.image_processor``; the teacher gets its own
 (``teacher.image_processor``: OpenAI CLIP statistics, or the catalog's for its weights).
 
 Layer-wise learning-rate decay (``tagging.layer_decay = d``): :func:`mindram.trainer.optim.layer_decay_adamw`
@@ -37,6 +39,8 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError
 from ...losses import ALIGNMENT_LOSS, TAG_LOSS, AsymmetricLoss, TaggingWithLoss
+from ...losses.caption_loss import CaptionLoss
+from ...losses.tagging_loss import LOSS_WEIGHTS
 from ...metrics import tagging_metrics
 from ...models.clip import CLIPConfig, CLIPModel, tokenize
 from ...models.configuration_utils import BaseConfig
@@ -46,6 +50,7 @@ from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.arrays import l2_normalize
 from ...utils.graph import run_in_graph_mode
 from ...utils.validation import check_threshold
+from ..caption_training import caption_inputs, caption_tokenizer, check_caption_training
 from ..optim import AdamWeightDecay, build_optimizer, current_lr, layer_decay_adamw
 from .base import BaseTrainer
 
@@ -54,6 +59,22 @@ logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TAG_FILE_KEYS = ("tag_list", "tag_list_chinese", "threshold_file")
 CAPTION_MODULES = ("tag_encoder.", "text_decoder.")
+TAGGING_METRICS = ("mAP", "CP", "CR", "CF1", "num_images", "num_classes", "num_skipped")
+
+
+def check_loss_weights(weights):
+    """``tagging.loss_weights`` completed with :data:`LOSS_WEIGHTS`' defaults; ConfigError for an unknown term or
+    a weight that is not a number >= 0."""
+    weights = {} if weights is None else weights
+    if not isinstance(weights, dict):
+        raise ConfigError(f"loss_weights: expected a mapping over {sorted(LOSS_WEIGHTS)}, got {weights!r}")
+    unknown = sorted(set(weights) - set(LOSS_WEIGHTS))
+    if unknown:
+        raise ConfigError(f"loss_weights: unknown loss term(s) {unknown}; allowed: {sorted(LOSS_WEIGHTS)}")
+    for key, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"loss_weights.{key}: expected a number >= 0, got {value!r}")
+    return {**LOSS_WEIGHTS, **{key: float(value) for key, value in weights.items()}}
 
 
 @dataclasses.dataclass
@@ -64,6 +85,11 @@ class TaggingOptions(BaseConfig):
         directory or checkpoint, a mapping of CLIPConfig fields (random frozen weights: tests and demos), or
         null (no teacher: tag loss only). distillation / alignment: switch those losses off (alignment is RAM++
         only). tag_loss / alignment_loss: AsymmetricLoss arguments (gamma_neg, gamma_pos, clip).
+    loss_weights: weight of each loss term in the total, a mapping over ``tag``, ``dis``, ``alignment``, ``t2t``
+        (missing: 1, the reference's combination; :mod:`mindram.losses.tagging_loss`).
+    caption_loss: train RAM's caption generation too (``loss_t2t``; a RAM with caption modules and parse tags in
+        the training json, :mod:`mindram.trainer.caption_training`); caption_tokenizer: its BERT ``vocab.txt``
+        (or a folder holding one; null: bert-base-uncased).
     layer_decay: layer-wise lr decay factor in (0, 1] for the Swin encoder (module docstring), null = off.
     train_scale, horizontal_flip: the train transform (RandomResizedCrop scale; flip). Used when
         ``runner_config.train_transform`` is true.
@@ -72,6 +98,11 @@ class TaggingOptions(BaseConfig):
         open-set embeddings (RAM++: a descriptions json like the reference's LLM file) from that CLIP.
     output_format / language: predict output, ``list`` (default) or ``paddleclas`` (PaddleClas' RamOutPut dict)
         with its names in ``cn`` (default) or ``en`` (``mindram.pipeline.image_tagging.paddleclas_output``).
+    teacher_features: a store written by ``python -m mindram.extract_teacher_features``: training reads the
+        teacher's features from it and never runs the teacher (docs/ram.md#offline-teacher-features).
+    custom_tags / custom_tag_descriptions: a tag list file (and a descriptions json) of new tags appended to the
+        model's vocabulary when it is built, their label embeddings from ``open_set_clip``'s text tower
+        (:func:`mindram.models.ram.custom_tags.add_custom_tags`; docs/ram.md#fine-tuning-on-custom-tags).
     """
 
     teacher: Any = None
@@ -79,6 +110,9 @@ class TaggingOptions(BaseConfig):
     alignment: bool = True
     tag_loss: Optional[dict] = None
     alignment_loss: Optional[dict] = None
+    loss_weights: Optional[dict] = None
+    caption_loss: bool = False
+    caption_tokenizer: Optional[str] = None
     layer_decay: Optional[float] = None
     train_scale: Optional[list] = None
     horizontal_flip: bool = True
@@ -89,6 +123,9 @@ class TaggingOptions(BaseConfig):
     open_set_clip: str = "clip_vit_b_16"
     output_format: str = "list"
     language: Optional[str] = None
+    teacher_features: Optional[str] = None
+    custom_tags: Optional[str] = None
+    custom_tag_descriptions: Optional[str] = None
 
     def validate(self):
         from ...pipeline.image_tagging import check_output_options
@@ -103,6 +140,7 @@ class TaggingOptions(BaseConfig):
             if not isinstance(value, dict) or set(value) - set(defaults):
                 raise ConfigError(f"{key}: expected a mapping with keys among {sorted(defaults)}, got {value!r}")
             setattr(self, key, {**defaults, **value})
+        self.loss_weights = check_loss_weights(self.loss_weights)
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"layer_decay: expected a value in (0, 1] or null, got {self.layer_decay!r}")
         scale = [0.2, 1.0] if self.train_scale is None else self.train_scale
@@ -142,11 +180,13 @@ class ImageTaggingTrainer(BaseTrainer):
     name = "image_tagging"
     default_arch = "RAMPlus"
     default_config = "ram/run_ram_plus_swin_l_384_finetune.yaml"
+    default_metric_for_best_model = "mAP"
 
     def __init__(self, config, model=None, train_source=None, eval_source=None):
         super().__init__(config, model=model, train_source=train_source, eval_source=eval_source)
         self.tagging = parse_tagging_options(config.get("tagging"))
         self._teacher, self._teacher_built, self._base_schedule = None, False, None
+        self._teacher_store = None
 
     @classmethod
     def model_class(cls, name_or_path):
@@ -160,7 +200,13 @@ class ImageTaggingTrainer(BaseTrainer):
         settings["fixed"]["tagging"] = {"train_scale": list(self.tagging.train_scale),
                                         "horizontal_flip": bool(self.tagging.horizontal_flip)}
         settings["adjustable"]["tagging"] = {key: getattr(self.tagging, key) for key in (
-            "distillation", "alignment", "tag_loss", "alignment_loss", "layer_decay")}
+            "distillation", "alignment", "tag_loss", "alignment_loss", "loss_weights", "caption_loss",
+            "layer_decay")}
+        if self.tagging.caption_loss:  # model, data and tokenizer checked here, before the run starts
+            check_caption_training(self.model, self.source("train_dataset"))
+            self._caption_tokenizer = caption_tokenizer(self.model, self.tagging.caption_tokenizer)
+        if self.tagging.teacher_features:  # the store is opened and checked here, before the run starts
+            settings["adjustable"]["tagging"]["teacher_features"] = str(self.teacher_features.directory)
         return settings
 
     # ---- model, teacher, processors, data ----
@@ -174,6 +220,10 @@ class ImageTaggingTrainer(BaseTrainer):
         if not hasattr(model, "head_logits"):
             raise ConfigError(f"task 'image_tagging' needs a RAM or RAMPlus model (model.arch.type), "
                               f"got {type(model).__name__}")
+        if self.tagging.custom_tags:
+            from ...models.ram.custom_tags import apply_custom_tag_files
+            model = apply_custom_tag_files(model, self.tagging.custom_tags, self.tagging.custom_tag_descriptions,
+                                           self._open_set_clip())
         return model
 
     @property
@@ -183,10 +233,24 @@ class ImageTaggingTrainer(BaseTrainer):
             self._teacher, self._teacher_built = self._build_teacher(), True
         return self._teacher
 
+    @property
+    def teacher_features(self):
+        """The stored teacher features of ``tagging.teacher_features`` (opened and checked once), or None."""
+        if self._teacher_store is None and self.tagging.teacher_features:
+            from ..teacher_features import open_checked_store
+            self._teacher_store = open_checked_store(self)
+        return self._teacher_store
+
     def _build_teacher(self):
         spec = self.tagging.teacher
-        if spec is None or not (self.tagging.distillation or self.uses_alignment_model):
+        if spec is None or self.tagging.teacher_features or not (self.tagging.distillation or
+                                                                 self.uses_alignment_model):
             return None
+        return self.load_teacher()
+
+    def load_teacher(self):
+        """The configured CLIP teacher, frozen (also where a feature store replaces it: extraction, check)."""
+        spec = self.tagging.teacher
         if isinstance(spec, dict):
             state = np.random.get_state()
             np.random.seed(self.args.seed)  # the same random teacher in every run (and resumed run)
@@ -211,12 +275,17 @@ class ImageTaggingTrainer(BaseTrainer):
         return self.tagging.alignment and self.model.config.model_type == "ram_plus"
 
     @property
+    def has_teacher(self):
+        """A teacher runs online, or its features come from ``tagging.teacher_features``."""
+        return self.teacher is not None or self.teacher_features is not None
+
+    @property
     def uses_distillation(self):
-        return self.tagging.distillation and self.teacher is not None
+        return self.tagging.distillation and self.has_teacher
 
     @property
     def uses_alignment(self):
-        return self.uses_alignment_model and self.teacher is not None
+        return self.uses_alignment_model and self.has_teacher
 
     @property
     def context_length(self):
@@ -235,22 +304,31 @@ class ImageTaggingTrainer(BaseTrainer):
             raise ConfigError(f"{section}: {type(source).__name__} has {source.num_tags} tags, the model "
                               f"{self.model.config.num_tags} (model.model_config.num_tags / tag_list)")
         align = training and self.uses_alignment
+        store = self.teacher_features if training else None
+        stored = None if store is None else store.view(image=self.uses_distillation, text=align)
+        online = training and store is None
         return build_tagging_dataset(
             source, self.image_processor(), batch_size=batch_size, shuffle=cfg.get("shuffle", shuffle),
             num_workers=cfg.get("num_workers", self.args.num_workers), drop_remainder=drop_remainder,
             seed=self.args.seed, train_transform=train_transform, train_scale=tuple(self.tagging.train_scale),
             horizontal_flip=self.tagging.horizontal_flip,
-            teacher_processor=self.teacher.image_processor if training and self.uses_distillation else None,
-            tokenizer_fn=tokenize if align else None, context_length=self.context_length if align else 77,
-            start_epoch=start_epoch, start_step=start_step, return_index=return_index)
+            teacher_processor=self.teacher.image_processor if online and self.uses_distillation else None,
+            tokenizer_fn=tokenize if align and online else None,
+            context_length=self.context_length if align and online else 77, teacher_features=stored,
+            start_epoch=start_epoch, start_step=start_step,
+            return_index=return_index or (training and self.tagging.caption_loss))   # caption inputs: last column
 
     # ---- training ----
     def network_with_loss(self):
         return TaggingWithLoss(self.model, AsymmetricLoss(**self.tagging.tag_loss), self.uses_distillation,
-                               self.uses_alignment, AsymmetricLoss(**self.tagging.alignment_loss))
+                               self.uses_alignment, AsymmetricLoss(**self.tagging.alignment_loss),
+                               weights=self.tagging.loss_weights,
+                               caption_loss=CaptionLoss(self.model) if self.tagging.caption_loss else None)
 
     def train_inputs(self, batch):
         """(pixels, labels[, teacher image features][, normalised teacher text features of the captions])."""
+        if self.teacher_features is not None:  # stored features: the columns are the inputs
+            return tuple(batch[:2 + self.uses_distillation + self.uses_alignment]) + self.caption_inputs(batch)
         inputs, at = [batch[0], batch[1]], 2
         if self.uses_distillation:
             inputs.append(run_in_graph_mode(self.teacher.visual, batch[at]))
@@ -258,11 +336,20 @@ class ImageTaggingTrainer(BaseTrainer):
         if self.uses_alignment:
             text = run_in_graph_mode(self.teacher.text, batch[at]).asnumpy()
             inputs.append(Tensor(l2_normalize(text), ms.float32))  # F.normalize
-        return tuple(inputs)
+        return tuple(inputs) + self.caption_inputs(batch)
+
+    def caption_inputs(self, batch):
+        """With ``tagging.caption_loss``: the caption loss's inputs, tokenised on the host from the records of the
+        batch's index column (:func:`mindram.trainer.caption_training.caption_inputs`); else ``()``."""
+        if not self.tagging.caption_loss:
+            return ()
+        return caption_inputs(self.source("train_dataset"), self.model.tag_list, self._caption_tokenizer,
+                              batch[-1].asnumpy(), self.args.seed, self.train_epoch)
 
     def trainable_parameters(self):
-        """The model's trainable parameters minus RAM's caption modules (no loss trains them here)."""
-        return [p for p in self.model.trainable_params() if not p.name.startswith(CAPTION_MODULES)]
+        """The model's trainable parameters minus RAM's caption modules unless the caption loss trains them."""
+        return [p for p in self.model.trainable_params()
+                if self.tagging.caption_loss or not p.name.startswith(CAPTION_MODULES)]
 
     def build_optimizer(self, schedule):
         params = self.trainable_parameters()
@@ -346,6 +433,10 @@ class ImageTaggingTrainer(BaseTrainer):
             return self._evaluate(source, model)
         finally:
             model.set_train(training)
+
+    def eval_metric_names(self):
+        """What :meth:`evaluate` reports (:func:`mindram.metrics.tagging_metrics` and ``num_skipped``)."""
+        return TAGGING_METRICS
 
     def _evaluate(self, source, model):
         scores, targets, thresholds, num_skipped = self.eval_scores(source, model)

@@ -1,0 +1,218 @@
+"""The benchmark harness (scripts/bench_harness.py, scripts/bench_worker.py) on tiny numpy workloads.
+
+The module-level factories below are the workloads: each worker process imports this file by path.
+"""
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_worker  # noqa: E402  (numpy only; bench_harness is imported in the tests: it loads mindram)
+
+
+# ---------------------------------------------------------------- workloads (run inside the workers)
+def matmul(workdir, n, log=None, name="side", offset=0.0, sleep_s=0.0, fail=None):
+    """``n``×``n`` matmul per call; appends ``name`` to ``log`` per call; ``fail``: where to break."""
+    if fail == "setup once" and not Path(log).exists():
+        Path(log).touch()   # the next setup succeeds
+        raise ValueError(f"bad size {n}")
+    if fail == "setup":
+        raise ValueError(f"bad size {n}")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+
+    def run():
+        if fail == "run":
+            print("boom: simulated crash", file=sys.stderr, flush=True)
+            os._exit(3)
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(name + "\n")
+        time.sleep(sleep_s)
+        return a @ b
+
+    return bench_worker.Workload(run, items=4, framework="numpy", output=lambda: (a @ b)[:3, :3] + offset,
+                                 flops=lambda: 2 * n ** 3, versions={"fake": name})
+
+
+# ---------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def harness():
+    import bench_harness
+    return bench_harness
+
+
+def make_case(harness, name="fake", ref=None, cand=None):
+    module = str(Path(__file__).resolve())
+    return harness.Case(name, "img", harness.Side("torch", module, "matmul", {"n": 8, **(ref or {})}),
+                        harness.Side("mindram", module, "matmul", {"n": 8, **(cand or {})}))
+
+
+def quick_settings(harness, **overrides):
+    return harness.Settings(**{"rounds": 5, "warmup": 2, "min_round_s": 0.0, "gemm_n": 32, "gemm_repeats": 1,
+                               "timeout_s": 60.0, **overrides})
+
+
+# ---------------------------------------------------------------- tests
+def test_rounds_alternate_and_warmup_is_excluded(harness, tmp_path):
+    log = tmp_path / "calls.txt"
+    case = make_case(harness, ref={"log": str(log), "name": "t"}, cand={"log": str(log), "name": "m"})
+    result = harness.run_case(case, quick_settings(harness))
+    calls = log.read_text().split()
+    # output() does not call run(); warm-up: 2 calls of each side, reference first; then one call per side per round
+    assert calls[:4] == ["t", "t", "m", "m"]
+    assert "".join(calls[4:]) == "tm" + "mt" + "tm" + "mt" + "tm"
+    for side in ("torch", "mindram"):
+        rounds = result["sides"][side]["rounds"]
+        assert [r["round"] for r in rounds] == list(range(5))
+        assert all(len(r["loadavg"]) == 3 and r["iters"] == 1 for r in rounds)
+    assert result["max_abs_diff"] == 0.0
+    assert result["flops_per_call"] == 2 * 8 ** 3
+
+
+def test_summary_math_median_and_spread(harness):
+    assert harness.spread([3.0, 1.0, 2.0, 10.0, 4.0]) == {"median": 3.0, "min": 1.0, "max": 10.0}
+    assert harness.spread([1.0, 2.0, 3.0, 4.0]) == {"median": 2.5, "min": 1.0, "max": 4.0}
+    rounds = [{"wall_s": w, "cpu_s": c, "iters": i} for w, c, i in [(1.0, 2.0, 2), (2.0, 2.0, 2), (0.5, 1.0, 2),
+                                                                     (1.0, 1.0, 1), (4.0, 2.0, 2)]]
+    summary = harness._side_summary(rounds, items=3, flops=1e9)
+    assert summary["throughput"] == {"median": 3.0, "min": 1.5, "max": 12.0}   # 3 items × iters / wall
+    assert summary["wall_s_per_call"] == {"median": 1.0, "min": 0.25, "max": 2.0}
+    assert summary["cpu_s_per_call"] == {"median": 1.0, "min": 0.5, "max": 1.0}
+    assert summary["cpu_utilisation"]["max"] == 2.0
+    assert summary["gflops"] == {"median": 1.0, "min": 0.5, "max": 4.0}
+    assert harness.round_order(["a", "b"], 0) == ["a", "b"] and harness.round_order(["a", "b"], 3) == ["b", "a"]
+
+
+def test_ratio_is_candidate_over_reference_per_round(harness):
+    case = make_case(harness, ref={"sleep_s": 0.03}, cand={"sleep_s": 0.01, "offset": 0.5})
+    result = harness.run_case(case, quick_settings(harness))
+    ref, cand = (result["sides"][s]["rounds"] for s in ("torch", "mindram"))
+    expected = [(c["iters"] / c["wall_s"]) / (r["iters"] / r["wall_s"]) for r, c in zip(ref, cand)]
+    assert result["ratio"]["per_round"] == pytest.approx(expected)
+    assert result["ratio"]["median"] == pytest.approx(float(np.median(expected)))
+    assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
+    assert 1.8 < result["ratio"]["median"] < 3.6   # 30 ms vs 10 ms per call (plus the tiny matmul)
+    assert result["max_abs_diff"] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def document(harness):
+    """A run of a good case and of one whose mindram side fails in setup."""
+    settings = quick_settings(harness)
+    started, machine = harness.now(), harness.machine_info()
+    results = harness.run_cases([make_case(harness), make_case(harness, "broken", cand={"fail": "setup"})], settings)
+    return harness.report(results, settings, "pytest", started, machine)
+
+
+def test_json_document_schema_and_atomic_write(harness, document, tmp_path):
+    path = tmp_path / "out" / "bench.json"
+    harness.write_json(path, document)
+    loaded = json.loads(path.read_text())
+    assert loaded["schema"] == harness.SCHEMA and loaded["command"] == "pytest"
+    assert {"cpu", "cpu_count", "usable_cpus", "python", "loadavg_start", "loadavg_end"} <= set(loaded["machine"])
+    good, broken = loaded["cases"]
+    assert broken == {"name": "broken", "unit": "img",
+                      "error": "case 'broken': the mindram worker failed in 'setup': ValueError: bad size 8"}
+    side = good["sides"]["mindram"]
+    for key in ("throughput", "wall_s_per_call", "cpu_s_per_call", "gflops"):
+        assert set(side[key]) == {"median", "min", "max"}
+    assert side["peak_rss_mib"] > 1 and side["rss_mib"] > 1 and side["gemm_gflops"] > 0
+    assert side["versions"]["fake"] == "side" and side["framework"] == "numpy"
+    peak = loaded["gemm_peak_gflops"]["machine"]
+    assert peak == max(good["sides"][s]["gemm_gflops"] for s in ("torch", "mindram"))
+    assert side["pct_of_gemm_peak"] == pytest.approx(100 * side["gflops"]["median"] / peak)
+    assert [p.name for p in path.parent.iterdir()] == ["bench.json"]
+    rows = harness.table_rows(loaded)
+    assert rows[1] == ["broken", "failed: " + broken["error"]] and len(rows[0]) == len(harness.TABLE_HEADER)
+
+
+def test_crashing_worker_gives_one_line_naming_the_case(harness):
+    case = make_case(harness, "crashy case", cand={"fail": "run"})
+    with pytest.raises(harness.BenchError) as error:
+        harness.run_case(case, quick_settings(harness))
+    message = str(error.value)
+    assert message == "case 'crashy case': the mindram worker died during 'run' (exit 3): boom: simulated crash"
+    assert "\n" not in message
+
+
+def test_a_failed_case_is_retried(harness, tmp_path):
+    case = make_case(harness, "flaky", cand={"fail": "setup once", "log": str(tmp_path / "flag")})
+    assert "error" in harness.run_cases([case], quick_settings(harness), retries=0)[0]
+    (tmp_path / "flag").unlink()
+    [result] = harness.run_cases([case], quick_settings(harness), retries=1)
+    assert "error" not in result and result["ratio"]["median"] > 0
+
+
+def test_fewer_than_five_rounds_is_refused(harness):
+    with pytest.raises(harness.BenchError, match="rounds=4: need at least 5"):
+        harness.run_case(make_case(harness), quick_settings(harness, rounds=4))
+
+
+def test_flop_count_matches_the_analytic_count():
+    torch = pytest.importorskip("torch")
+    batch, tokens, width, heads, inputs = 3, 5, 16, 2, 8
+    proj = torch.nn.Linear(inputs, width)
+    attn = torch.nn.MultiheadAttention(width, heads, batch_first=True).eval()
+    x = torch.randn(batch, tokens, inputs)
+
+    def forward():
+        h = proj(x)
+        return attn(h, h, h, need_weights=False)[0]
+
+    linear = 2 * batch * tokens * inputs * width
+    attention = (2 * batch * tokens * width * 3 * width       # q, k, v projections
+                 + 2 * 2 * batch * tokens * tokens * width      # q·kᵀ and p·v over all heads
+                 + 2 * batch * tokens * width * width)          # output projection
+    with torch.no_grad():   # the fast path of nn.MultiheadAttention (not counted by torch itself) is switched off
+        assert bench_worker.count_torch_flops(forward) == linear + attention
+    assert torch.backends.mha.get_fastpath_enabled()
+
+    def sdpa():
+        q = torch.randn(batch, heads, tokens, width // heads)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    assert bench_worker.count_torch_flops(sdpa) == 2 * 2 * batch * heads * tokens * tokens * (width // heads)
+
+    def train():
+        proj(x.requires_grad_(True)).sum().backward()   # backward: the input and the weight gradients
+
+    assert bench_worker.count_torch_flops(train) == 3 * linear
+
+
+def test_markdown_report_says_whether_the_machine_was_shared(document):
+    import benchmark_all
+    document = copy.deepcopy(document)
+    cpus = document["machine"]["usable_cpus"]
+    good = document["cases"][0]
+    good["loadavg_1min"] = {"median": cpus + 2.0, "min": cpus, "max": cpus + 3.0}
+    text = benchmark_all.markdown(document, {"ram": "no --reference_path given"})
+    assert "**The machine was shared**" in text and f"up to {cpus + 3.0:.2f}, on {cpus} CPUs" in text
+    assert "| fake | " in text and "| broken | failed: case 'broken'" in text
+    assert "max\\|diff\\|" in text and "Skipped `ram`: no --reference_path given." in text
+    assert "```\npytest\n```" in text
+    good["loadavg_1min"] = {"median": 0.5, "min": 0.1, "max": cpus + 0.5}
+    assert "The machine was quiet." in benchmark_all.markdown(document, {})
+
+
+def test_an_interrupted_run_leaves_the_cases_measured_so_far(harness, document, tmp_path):
+    import types
+
+    import benchmark_all
+    settings = quick_settings(harness)
+    planned = [(make_case(harness, "fake"), settings), (make_case(harness, "later"), settings)]
+    args = types.SimpleNamespace(output=str(tmp_path / "benchmarks.md"), json=str(tmp_path / "b.json"))
+    benchmark_all.write_outputs(args, document["cases"][:1], planned, {}, "cmd", document["started"],
+                                document["machine"])
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| fake | " in text and "| later |" not in text
+    assert "Not measured (the run stopped or was still going when this was written): later." in text
+    assert json.loads((tmp_path / "b.json").read_text())["skipped"] == {"not yet run": "later"}
