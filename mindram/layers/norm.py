@@ -6,7 +6,8 @@ using it silently breaks both key mapping and parity, so every model in mindram 
 For static-shape float32 inputs the forward runs the C++ kernel of :mod:`.kernels` (≈0.3–0.45 ms
 instead of ≈3.3 ms for 32×50×768 on a 2-core CPU; statistics in float64, so the error is about half
 an ulp); other dtypes, dynamic shapes and machines without the kernel use ``ops.LayerNorm``.
-Gradients always are those of the built-in ``ops.LayerNorm``.
+The gradient runs as a C++ kernel too (dx, dweight, dbias in one pass; ``MINDRAM_BUILTIN_KERNEL_GRADS=1``
+uses the built-in ``ops.LayerNorm``'s gradient instead).
 """
 import mindspore as ms
 import numpy as np

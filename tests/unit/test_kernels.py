@@ -172,6 +172,55 @@ def test_gradients_equal_builtin(mode):
     assert np.abs(gk - gb_).max() <= 1e-5
 
 
+def gelu_grad64(x, dy):
+    """dy * dGELU/dx in float64."""
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    xd = np.asarray(x, np.float64)
+    return dy * (0.5 * (1.0 + erf(xd / math.sqrt(2.0))) + xd * np.exp(-0.5 * xd * xd) / math.sqrt(2.0 * math.pi))
+
+
+def layer_norm_grads64(x, w, dy, eps=1e-5):
+    """(dx, dweight, dbias) of LayerNorm over the last axis in float64."""
+    xd, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+    rstd = 1.0 / np.sqrt(xd.var(-1, keepdims=True) + eps)
+    xhat = (xd - xd.mean(-1, keepdims=True)) * rstd
+    g = dy * w
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = (-1, xd.shape[-1])
+    return dx, (dy * xhat).reshape(rows).sum(0), dy.reshape(rows).sum(0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+@pytest.mark.parametrize("width", (32, 768, 3072))
+def test_gradient_kernels_match_float64(mode, width, monkeypatch):
+    """The C++ backward kernels (the default) against the analytic gradients in float64, on enough rows that the
+    kernels split the work over threads; also with the built-in-op backward passes (MINDRAM_BUILTIN_KERNEL_GRADS)."""
+    rng = np.random.default_rng(width)
+    x = (rng.standard_normal((4, 50, width)) * 3 + 0.5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for builtin in ("0", "1"):
+        monkeypatch.setenv("MINDRAM_BUILTIN_KERNEL_GRADS", builtin)
+        gelu = GELU()
+        assert gelu.use_kernel
+        got = ms.grad(Loss(gelu))(ms.Tensor(x), ms.Tensor(dy)).asnumpy()
+        assert np.abs(got - gelu_grad64(x, dy)).max() <= 2e-6 * max(1.0, np.abs(dy).max())
+        ln = make_layer_norm(width)
+        gx, (gw, gb) = ms.grad(Loss(ln), grad_position=0, weights=ln.trainable_params())(ms.Tensor(x), ms.Tensor(dy))
+        ref_x, ref_w, ref_b = layer_norm_grads64(x, ln.weight.asnumpy(), dy)
+        assert np.abs(gx.asnumpy() - ref_x).max() <= 1e-5 * np.abs(ref_x).max()
+        assert np.abs(gw.asnumpy() - ref_w).max() <= 1e-5 * np.abs(ref_w).max()
+        assert np.abs(gb.asnumpy() - ref_b).max() <= 1e-5 * np.abs(ref_b).max()
+
+
+@needs_kernels
+def test_gelu_gradient_kernel_limits():
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 40.0, -40.0, 3e38, -3e38], np.float32)
+    got = ms.grad(Loss(GELU()))(ms.Tensor(x), ms.Tensor(np.ones_like(x))).asnumpy()
+    np.testing.assert_array_equal(got[[0, 1, 5, 6, 7, 8]], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    assert np.isnan(got[2]) and got[3] == 0.5 and got[4] == 0.5
+
+
 @needs_kernels
 def test_non_float32_and_dynamic_shape_use_builtin_ops():
     x = np.linspace(-4, 4, 96, dtype=np.float32).reshape(2, 3, 16)

@@ -121,7 +121,7 @@ def _call(lib, name, arrays):
 
 
 def self_test(path):
-    """Load the library with ctypes and check both kernels on a few values; raise on mismatch."""
+    """Load the library with ctypes and check every kernel on a few values; raise on mismatch."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     lib = ctypes.CDLL(str(path))
     x = np.array([-6.0, -1.5, -0.25, 0.0, 0.5, 1.0, 3.0, 9.0], np.float32)
@@ -137,6 +137,19 @@ def self_test(path):
     ref = (xd - mu) / np.sqrt(var + 1e-5) * w + b
     if _call(lib, "MindramLayerNorm", [xs, w, b, eps, out]) != 0 or np.abs(out - ref).max() > 2e-6:
         raise RuntimeError(f"LayerNorm self-test failed: {out} vs {ref}")
+    dout = np.linspace(1.0, -2.0, x.size, dtype=np.float32)
+    dx = np.empty_like(x)
+    ref = dout * np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) + v * math.exp(-0.5 * v * v) /
+                           math.sqrt(2.0 * math.pi) for v in x.astype(np.float64)])
+    if _call(lib, "MindramGeluGrad", [x, dout, dx]) != 0 or np.abs(dx - ref).max() > 1e-6:
+        raise RuntimeError(f"GELU gradient self-test failed: {dx} vs {ref}")
+    g = np.cos(np.arange(xs.size, dtype=np.float32)).reshape(xs.shape)
+    dxs, dw, db = np.empty_like(xs), np.empty_like(w), np.empty_like(b)
+    xhat, gw = (xd - mu) / np.sqrt(var + 1e-5), g * w
+    ref_dx = (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True)) / np.sqrt(var + 1e-5)
+    if (_call(lib, "MindramLayerNormGrad", [xs, w, g, eps, dxs, dw, db]) != 0 or np.abs(dxs - ref_dx).max() > 2e-6
+            or np.abs(dw - (g * xhat).sum(0)).max() > 2e-6 or np.abs(db - g.sum(0)).max() > 2e-6):
+        raise RuntimeError(f"LayerNorm gradient self-test failed: {dxs}, {dw}, {db}")
 
 
 def _writable(folder):

@@ -1,4 +1,4 @@
-// Exact-fp32 GELU (erf) and LayerNorm for MindSpore ops.Custom(func_type="aot") on CPU.
+// Exact-fp32 GELU (erf) and LayerNorm, and their gradients, for MindSpore ops.Custom(func_type="aot") on CPU.
 //
 // Entry points follow MindSpore's aot CPU signature:
 //   int f(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -36,10 +36,10 @@ inline float exp_nonpos(float a) {
   return a <= -87.0f ? 0.0f : p * scale;
 }
 
-// GELU(x) = x * Phi(x) with q = Phi(-|x|) = erfc(|x|/sqrt2)/2 from the Numerical Recipes erfc
-// (relative error < 1.2e-7 for all arguments), so y = x - x*q (x > 0) or x*q (x <= 0) keeps full
-// precision in both tails. Limits: +inf -> +inf, -inf -> -0, NaN -> NaN.
-inline float gelu_exact(float x) {
+// q = Phi(-|x|) = erfc(|x|/sqrt2)/2 from the Numerical Recipes erfc (relative error < 1.2e-7 for all
+// arguments). GELU(x) = x * Phi(x) = x - x*q (x > 0) or x*q (x <= 0) keeps full precision in both tails.
+// Limits: +inf -> +inf, -inf -> -0, NaN -> NaN.
+inline float phi_lower_tail(float x) {
   const float z = std::fabs(x) * 0.70710678118654752f;
   const float t = 1.0f / (1.0f + 0.5f * z);
   float p = 0.17087277f;
@@ -52,10 +52,24 @@ inline float gelu_exact(float x) {
   p = p * t + 0.37409196f;
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
-  const float q = 0.5f * t * exp_nonpos(p - z * z);
-  const float xc = x > 3.0e38f ? 3.0e38f : (x < -3.0e38f ? -3.0e38f : x);  // inf*0 -> 0, not NaN
-  const float xq = xc * q;
+  return 0.5f * t * exp_nonpos(p - z * z);
+}
+
+inline float clamp_finite(float x) {  // inf*0 -> 0, not NaN
+  return x > 3.0e38f ? 3.0e38f : (x < -3.0e38f ? -3.0e38f : x);
+}
+
+inline float gelu_exact(float x) {
+  const float xq = clamp_finite(x) * phi_lower_tail(x);
   return x > 0.0f ? x - xq : xq;
+}
+
+// dGELU/dx = Phi(x) + x * phi(x), phi the standard normal density. Limits: +inf -> 1, -inf -> 0.
+inline float gelu_derivative(float x) {
+  const float q = phi_lower_tail(x);
+  const float cdf = x > 0.0f ? 1.0f - q : q;
+  const float pdf = 0.398942280401432678f * exp_nonpos(-0.5f * x * x);
+  return cdf + clamp_finite(x) * pdf;
 }
 
 inline int64_t numel(int nd, const int64_t *shape) {
@@ -77,25 +91,43 @@ int thread_count() {
   return count;
 }
 
-// Runs fn(begin, end) over [0, n) in contiguous chunks of at least `grain` items.
+// How many chunks parallel_for splits n items into (1 .. thread_count()).
+int64_t chunk_count(int64_t n, int64_t grain) {
+  const int64_t t = n / grain < thread_count() ? n / grain : thread_count();
+  return t < 1 ? 1 : t;
+}
+
+// Runs fn(chunk, begin, end) over [0, n) in chunk_count(n, grain) contiguous chunks, one thread each.
 template <class F>
-void parallel_for(int64_t n, int64_t grain, F fn) {
-  int64_t t = n / grain < thread_count() ? n / grain : thread_count();
-  if (t <= 1) return fn(int64_t{0}, n);
+void parallel_chunks(int64_t n, int64_t grain, F fn) {
+  const int64_t t = chunk_count(n, grain);
+  if (t <= 1) return fn(int64_t{0}, int64_t{0}, n);
   const int64_t chunk = (n + t - 1) / t;
   std::thread workers[7];
   int started = 0;
   for (int64_t i = 1; i < t; ++i) {
-    const int64_t lo = i * chunk, hi = lo + chunk < n ? lo + chunk : n;
+    const int64_t lo = i * chunk < n ? i * chunk : n, hi = lo + chunk < n ? lo + chunk : n;
     try {
-      workers[started] = std::thread(fn, lo, hi);
+      workers[started] = std::thread(fn, i, lo, hi);
       ++started;
     } catch (...) {
-      fn(lo, hi);  // no thread available: do that chunk here
+      fn(i, lo, hi);  // no thread available: do that chunk here
     }
   }
-  fn(int64_t{0}, chunk);
+  fn(int64_t{0}, int64_t{0}, chunk);
   for (int i = 0; i < started; ++i) workers[i].join();
+}
+
+// Runs fn(begin, end) over [0, n) in contiguous chunks of at least `grain` items.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F fn) {
+  parallel_chunks(n, grain, [&fn](int64_t, int64_t lo, int64_t hi) { fn(lo, hi); });
+}
+
+bool all_float32(int n, const char **dtypes) {
+  for (int i = 0; i < n; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
 }
 
 constexpr int64_t kGrain = 1 << 17;  // min elements per thread (starting one costs tens of us)
@@ -120,9 +152,7 @@ extern "C" int MindramGelu(int nparam, void **params, int *ndims, int64_t **shap
 extern "C" int MindramLayerNorm(int nparam, void **params, int *ndims, int64_t **shapes,
                                 const char **dtypes, void *stream, void *extra) {
   (void)stream, (void)extra;
-  if (nparam != 5 || ndims[0] < 1) return 1;
-  for (int i = 0; i < 5; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return 1;
+  if (nparam != 5 || ndims[0] < 1 || !all_float32(5, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *w = static_cast<const float *>(params[1]);
   const float *b = static_cast<const float *>(params[2]);
@@ -146,5 +176,87 @@ extern "C" int MindramLayerNorm(int nparam, void **params, int *ndims, int64_t *
         yr[i] = static_cast<float>((xr[i] - mean) * rstd * w[i] + static_cast<double>(b[i]));
     }
   });
+  return 0;
+}
+
+// Gradient of MindramGelu: inputs x, dout (same shape); output dx = dout * (Phi(x) + x * phi(x)).
+extern "C" int MindramGeluGrad(int nparam, void **params, int *ndims, int64_t **shapes,
+                               const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 3 || !all_float32(3, dtypes)) return 1;
+  const int64_t n = numel(ndims[0], shapes[0]);
+  if (numel(ndims[1], shapes[1]) != n) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dout = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  parallel_for(n, kGrain, [=](int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) dx[i] = dout[i] * gelu_derivative(x[i]);
+  });
+  return 0;
+}
+
+// Gradient of MindramLayerNorm: inputs x (..., C), weight (C), dout (like x), eps (1); outputs dx (like x),
+// dweight (C), dbias (C). Per row, with xhat = (x - mean) * rstd and g = dout * weight:
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dweight = sum over rows of dout * xhat, dbias = sum of
+// dout. Row statistics and the sums are in double; each thread sums its rows, the threads' sums are added
+// in a fixed order (the result does not depend on timing).
+extern "C" int MindramLayerNormGrad(int nparam, void **params, int *ndims, int64_t **shapes,
+                                    const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 7 || ndims[0] < 1 || !all_float32(7, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *dout = static_cast<const float *>(params[2]);
+  const double eps = *static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dw = static_cast<float *>(params[5]);
+  float *db = static_cast<float *>(params[6]);
+  const int64_t c = shapes[0][ndims[0] - 1];
+  if (c <= 0 || numel(ndims[1], shapes[1]) != c || numel(ndims[2], shapes[2]) != numel(ndims[0], shapes[0]))
+    return 1;
+  const int64_t rows = numel(ndims[0], shapes[0]) / c, grain = (kGrain + c - 1) / c;
+  const int64_t t = chunk_count(rows, grain);
+  double *sums = static_cast<double *>(std::calloc(static_cast<size_t>(t * 2 * c), sizeof(double)));
+  if (sums == nullptr) return 1;
+  parallel_chunks(rows, grain, [=](int64_t chunk, int64_t lo, int64_t hi) {
+    double *sw = sums + chunk * 2 * c, *sb = sw + c;
+    for (int64_t r = lo; r < hi; ++r) {
+      const float *xr = x + r * c, *gr = dout + r * c;
+      float *dxr = dx + r * c;
+      double sum = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < c; ++i) sum += xr[i];
+      const double mean = sum / static_cast<double>(c);
+#pragma omp simd reduction(+ : ss)
+      for (int64_t i = 0; i < c; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+      const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(c) + eps);
+      double g_sum = 0.0, gx_sum = 0.0;
+#pragma omp simd reduction(+ : g_sum, gx_sum)
+      for (int64_t i = 0; i < c; ++i) {
+        const double xhat = (xr[i] - mean) * rstd, g = static_cast<double>(gr[i]) * w[i];
+        g_sum += g;
+        gx_sum += g * xhat;
+        sw[i] += gr[i] * xhat;
+        sb[i] += gr[i];
+      }
+      const double g_mean = g_sum / static_cast<double>(c), gx_mean = gx_sum / static_cast<double>(c);
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) {
+        const double xhat = (xr[i] - mean) * rstd;
+        dxr[i] = static_cast<float>(rstd * (static_cast<double>(gr[i]) * w[i] - g_mean - xhat * gx_mean));
+      }
+    }
+  });
+  for (int64_t i = 0; i < c; ++i) {
+    double a = 0.0, b = 0.0;
+    for (int64_t k = 0; k < t; ++k) {
+      a += sums[k * 2 * c + i];
+      b += sums[k * 2 * c + c + i];
+    }
+    dw[i] = static_cast<float>(a);
+    db[i] = static_cast<float>(b);
+  }
+  std::free(sums);
   return 0;
 }

@@ -3,13 +3,17 @@
 Each factory returns a new primitive, or ``None`` when the kernels are unavailable (see
 :func:`.build.kernel_library`) or MindSpore's ``device_target`` is not ``"CPU"`` when the factory is
 called (the kernels are CPU code; a layer built for another device uses the built-in ops); callers
-then use MindSpore's built-in ops. The backward passes are
-written with built-in ops only, so gradients work in PyNative and graph mode:
+then use MindSpore's built-in ops. The backward passes are C++ kernels of the same library (one pass over
+the tensors, no temporaries; see docs/performance.md "Custom kernels"):
 
-* GELU: dL/dx = dout * (Phi(x) + x * phi(x)).
-* LayerNorm: the gradient of the built-in ``ops.LayerNorm`` at the same point (its forward is
-  recomputed under ``ops.GradOperation``), so it equals the built-in path's gradient exactly.
+* GELU: dL/dx = dout * (Phi(x) + x * phi(x)) (``MindramGeluGrad``).
+* LayerNorm: dx, dweight, dbias (``MindramLayerNormGrad``, row statistics recomputed in float64).
+
+With ``MINDRAM_BUILTIN_KERNEL_GRADS=1`` the backward passes use built-in ops instead (the erf formula for GELU;
+the built-in ``ops.LayerNorm``'s own gradient at the same point for LayerNorm), as before the gradient kernels
+existed; the test suite compares the two.
 """
+import os
 import logging
 import math
 
@@ -42,10 +46,27 @@ def _library():
     return kernel_library()
 
 
-def _custom(lib, name, bprop):
+BUILTIN_GRADS_ENV = "MINDRAM_BUILTIN_KERNEL_GRADS"
+
+
+def builtin_grads():
+    """True when ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for the built-in-op backward passes (read when a layer is
+    built)."""
+    return os.environ.get(BUILTIN_GRADS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _layer_norm_grad_shapes(x, weight, dout, eps):  # pylint: disable=unused-argument
+    return x, weight, weight
+
+
+def _layer_norm_grad_dtypes(x, weight, dout, eps):  # pylint: disable=unused-argument
+    return x, weight, weight
+
+
+def _custom(lib, name, bprop=None, out_shape=_same_shape, out_dtype=_same_dtype):
     """ops.Custom for entry point ``name`` of ``lib``; None (one warning) if MindSpore refuses it."""
     try:
-        return ops.Custom(f"{lib}:{name}", out_shape=_same_shape, out_dtype=_same_dtype,
+        return ops.Custom(f"{lib}:{name}", out_shape=out_shape, out_dtype=out_dtype,
                           func_type="aot", bprop=bprop)
     except (TypeError, ValueError, RuntimeError) as e:  # e.g. outside MS_CUSTOM_AOT_WHITE_LIST
         warn_once(f"MindSpore rejected the mindram kernel {name} ({e}); using built-in ops")
@@ -64,7 +85,16 @@ def gelu_primitive():
     lib = _library()
     if lib is None:
         return None
-    return _custom(lib, "MindramGelu", _gelu_bprop)
+    if builtin_grads():
+        return _custom(lib, "MindramGelu", _gelu_bprop)
+    gelu_grad = _custom(lib, "MindramGeluGrad")
+    if gelu_grad is None:
+        return None
+
+    def gelu_kernel_bprop(x, out, dout):  # pylint: disable=unused-argument
+        return (gelu_grad(x, dout),)
+
+    return _custom(lib, "MindramGelu", gelu_kernel_bprop)
 
 
 def layer_norm_primitive(eps):
@@ -76,6 +106,17 @@ def layer_norm_primitive(eps):
     lib = _library()
     if lib is None:
         return None
+    if not builtin_grads():
+        layer_norm_grad = _custom(lib, "MindramLayerNormGrad", out_shape=_layer_norm_grad_shapes,
+                                  out_dtype=_layer_norm_grad_dtypes)
+        if layer_norm_grad is None:
+            return None
+
+        def layer_norm_kernel_bprop(x, weight, bias, eps_t, out, dout):  # pylint: disable=unused-argument
+            dx, dweight, dbias = layer_norm_grad(x, weight, dout, eps_t)
+            return dx, dweight, dbias, ops.zeros_like(eps_t)
+
+        return _custom(lib, "MindramLayerNorm", layer_norm_kernel_bprop)
     forward = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(eps))
 
     def builtin(x, weight, bias):
