@@ -9,7 +9,7 @@ import numpy as np
 from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
-from .linear import Linear
+from .linear import BiasAdd, Linear
 
 
 class MultiheadAttention(nn.Cell):
@@ -29,7 +29,7 @@ class MultiheadAttention(nn.Cell):
         self.in_proj_bias = Parameter(Tensor(np.zeros(3 * self.dim, np.float32)), name="in_proj_bias")
         self.out_proj = Linear(self.dim, self.dim)
         self.matmul = ops.MatMul(transpose_b=True)
-        self.bias_add = ops.BiasAdd()
+        self.bias_add = BiasAdd()
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
         self.softmax = ops.Softmax(axis=-1)

@@ -18,6 +18,7 @@ from mindspore import nn
 from mindram.layers import kernels
 from mindram.layers.activation import GELU, get_activation
 from mindram.layers.kernels import build
+from mindram.layers.linear import Linear
 from mindram.layers.norm import LayerNorm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +212,33 @@ def test_gradient_kernels_match_float64(mode, width, monkeypatch):
         assert np.abs(gx.asnumpy() - ref_x).max() <= 1e-5 * np.abs(ref_x).max()
         assert np.abs(gw.asnumpy() - ref_w).max() <= 1e-5 * np.abs(ref_w).max()
         assert np.abs(gb.asnumpy() - ref_b).max() <= 1e-5 * np.abs(ref_b).max()
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_bias_add_kernel_and_its_gradient(mode):
+    """Linear's bias add as the kernel pair: forward equal to ops.BiasAdd, gradients equal to the built-in path and
+    the bias gradient within float32 rounding of the float64 row sum."""
+    rng = np.random.default_rng(5)
+    x = ms.Tensor(rng.standard_normal((4, 300, 64)).astype(np.float32))
+    dy = rng.standard_normal((4, 300, 96)).astype(np.float32)
+    results = []
+    for use_kernel in (True, False):
+        linear = Linear(64, 96)
+        linear.weight.set_data(ms.Tensor(rng.standard_normal((96, 64)).astype(np.float32) if not results else
+                                         results[0][3]))
+        linear.bias.set_data(ms.Tensor(np.linspace(-1, 1, 96, dtype=np.float32)))
+        assert linear.bias_add.use_kernel
+        linear.bias_add.use_kernel = use_kernel
+        gx, (gw, gb) = ms.grad(Loss(linear), grad_position=0, weights=linear.trainable_params())(x, ms.Tensor(dy))
+        results.append((linear(x).asnumpy(), gx.asnumpy(), gw.asnumpy(), linear.weight.asnumpy(), gb.asnumpy()))
+    (y_k, gx_k, gw_k, _, gb_k), (y_b, gx_b, gw_b, _, gb_b) = results
+    np.testing.assert_array_equal(y_k, y_b)
+    np.testing.assert_array_equal(gx_k, gx_b)
+    np.testing.assert_array_equal(gw_k, gw_b)
+    ref = dy.astype(np.float64).reshape(-1, 96).sum(0)
+    assert np.abs(gb_k - ref).max() <= 1e-6 * np.abs(dy).sum(axis=(0, 1)).max()
+    assert np.abs(gb_k - gb_b).max() <= 1e-6 * np.abs(dy).sum(axis=(0, 1)).max()   # float32 row sums (built-in)
 
 
 @needs_kernels

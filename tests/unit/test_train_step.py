@@ -5,6 +5,7 @@ import pytest
 import torch
 from mindspore import nn
 
+from mindram.layers.kernels import kernel_library, square_sum_primitive
 from mindram.trainer.train_step import TrainStep, clip_by_global_norm
 from mindram.utils.graph import run_in_graph_mode
 
@@ -15,22 +16,27 @@ def random_grads(seed, scale):
 
 
 class Clip(nn.Cell):
-    def __init__(self, max_norm):
+    def __init__(self, max_norm, kernel):
         super().__init__()
         self.max_norm = max_norm
+        self.kernel = kernel
 
     def construct(self, *grads):
-        return clip_by_global_norm(grads, self.max_norm)
+        return clip_by_global_norm(grads, self.max_norm, self.kernel)
 
 
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["square-sum-kernel", "built-in"])
 @pytest.mark.parametrize("scale", [0.01, 1.0, 30.0], ids=["below", "near", "above"])
-def test_clip_by_global_norm_equals_torch(scale):
+def test_clip_by_global_norm_equals_torch(scale, use_kernel):
     grads = random_grads(0, scale)
     tensors = [torch.from_numpy(g.copy()).requires_grad_() for g in grads]
     for t, g in zip(tensors, grads):
         t.grad = torch.from_numpy(g.copy())
     torch.nn.utils.clip_grad_norm_(tensors, 1.0)
-    clipped = run_in_graph_mode(Clip(1.0), *[ms.Tensor(g) for g in grads])
+    kernel = square_sum_primitive() if use_kernel else None
+    if use_kernel and kernel is None:
+        pytest.skip("C++ kernels unavailable (no compiler or disabled)")
+    clipped = run_in_graph_mode(Clip(1.0, kernel), *[ms.Tensor(g) for g in grads])
     for ours, t in zip(clipped, tensors):
         np.testing.assert_allclose(ours.asnumpy(), t.grad.numpy(), rtol=2e-6, atol=1e-9)
 
@@ -55,6 +61,7 @@ def test_train_step_clips_like_torch():
     for param, value in zip(ours.trainable_params(), (w1, b1, w2, b2)):
         param.set_data(ms.Tensor(value))
     step = TrainStep(Regression(ours), nn.SGD(ours.trainable_params(), learning_rate=0.1), max_grad_norm=0.5)
+    assert (step.square_sum is None) == (kernel_library() is None)   # the kernel path wherever kernels exist
     loss = run_in_graph_mode(step, ms.Tensor(x), ms.Tensor(y))
 
     ref = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))

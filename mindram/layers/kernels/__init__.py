@@ -1,4 +1,4 @@
-"""Optional C++ kernels (exact GELU, LayerNorm) for MindSpore CPU, built at first use.
+"""Optional C++ kernels (exact GELU, LayerNorm, bias add, and their gradients) for MindSpore CPU, built at first use.
 
 :func:`kernel_library` compiles/caches the shared library and returns its path, or None when the
 kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``) or cannot be built; the primitive factories
@@ -6,7 +6,7 @@ then return None, as they do when MindSpore's ``device_target`` is not ``"CPU"``
 back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
-from .ops import eps_tensor, gelu_primitive, layer_norm_primitive
+from .ops import bias_add_primitive, eps_tensor, gelu_primitive, layer_norm_primitive, square_sum_primitive
 
-__all__ = ["build_info", "kernel_library", "kernels_disabled", "eps_tensor", "gelu_primitive",
-           "layer_norm_primitive"]
+__all__ = ["build_info", "kernel_library", "kernels_disabled", "bias_add_primitive", "eps_tensor", "gelu_primitive",
+           "layer_norm_primitive", "square_sum_primitive"]

@@ -150,6 +150,14 @@ def self_test(path):
     if (_call(lib, "MindramLayerNormGrad", [xs, w, g, eps, dxs, dw, db]) != 0 or np.abs(dxs - ref_dx).max() > 2e-6
             or np.abs(dw - (g * xhat).sum(0)).max() > 2e-6 or np.abs(db - g.sum(0)).max() > 2e-6):
         raise RuntimeError(f"LayerNorm gradient self-test failed: {dxs}, {dw}, {db}")
+    added, bias_grad = np.empty_like(xs), np.empty_like(w)
+    if (_call(lib, "MindramBiasAdd", [xs, w, added]) != 0 or _call(lib, "MindramBiasGrad", [g, bias_grad]) != 0
+            or np.abs(added - (xs + w)).max() > 0 or np.abs(bias_grad - g.astype(np.float64).sum(0)).max() > 1e-6):
+        raise RuntimeError(f"bias self-test failed: {added}, {bias_grad}")
+    square_sum = np.empty(1, np.float32)
+    if (_call(lib, "MindramSquareSum", [g, square_sum]) != 0
+            or abs(float(square_sum[0]) - float((g.astype(np.float64) ** 2).sum())) > 1e-5):
+        raise RuntimeError(f"square-sum self-test failed: {square_sum}")
 
 
 def _writable(folder):

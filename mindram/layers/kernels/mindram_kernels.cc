@@ -260,3 +260,77 @@ extern "C" int MindramLayerNormGrad(int nparam, void **params, int *ndims, int64
   std::free(sums);
   return 0;
 }
+
+// Bias add over the last axis: inputs x (..., C), bias (C); output y = x + bias (one pass, as BiasAdd).
+extern "C" int MindramBiasAdd(int nparam, void **params, int *ndims, int64_t **shapes,
+                              const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 3 || ndims[0] < 1 || !all_float32(3, dtypes)) return 1;
+  const int64_t c = shapes[0][ndims[0] - 1];
+  if (c <= 0 || numel(ndims[1], shapes[1]) != c) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  parallel_for(numel(ndims[0], shapes[0]) / c, (kGrain + c - 1) / c, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float *xr = x + r * c;
+      float *yr = y + r * c;
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) yr[i] = xr[i] + b[i];
+    }
+  });
+  return 0;
+}
+
+// Gradient of a bias added over the last axis: input dout (..., C); output (C) = the sum of dout's rows.
+// Each thread sums its rows in double, the threads' sums are added in a fixed order.
+extern "C" int MindramBiasGrad(int nparam, void **params, int *ndims, int64_t **shapes,
+                               const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 2 || ndims[0] < 1 || !all_float32(2, dtypes)) return 1;
+  const int64_t c = shapes[0][ndims[0] - 1];
+  if (c <= 0 || numel(ndims[1], shapes[1]) != c) return 1;
+  const float *dout = static_cast<const float *>(params[0]);
+  float *db = static_cast<float *>(params[1]);
+  const int64_t rows = numel(ndims[0], shapes[0]) / c, grain = (kGrain + c - 1) / c;
+  const int64_t t = chunk_count(rows, grain);
+  double *sums = static_cast<double *>(std::calloc(static_cast<size_t>(t * c), sizeof(double)));
+  if (sums == nullptr) return 1;
+  parallel_chunks(rows, grain, [=](int64_t chunk, int64_t lo, int64_t hi) {
+    double *s = sums + chunk * c;
+    for (int64_t r = lo; r < hi; ++r) {
+      const float *gr = dout + r * c;
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) s[i] += gr[i];
+    }
+  });
+  for (int64_t i = 0; i < c; ++i) {
+    double a = 0.0;
+    for (int64_t k = 0; k < t; ++k) a += sums[k * c + i];
+    db[i] = static_cast<float>(a);
+  }
+  std::free(sums);
+  return 0;
+}
+
+// Sum of squares: input x (any shape); output (1) = sum of x*x, accumulated in double (each thread its chunk,
+// the chunks' sums added in a fixed order). The global gradient norm of clipping is built from these.
+extern "C" int MindramSquareSum(int nparam, void **params, int *ndims, int64_t **shapes,
+                                const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 2 || !all_float32(2, dtypes) || numel(ndims[1], shapes[1]) != 1) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+  const int64_t t = chunk_count(n, kGrain);
+  double partial[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  parallel_chunks(n, kGrain, [=, &partial](int64_t chunk, int64_t lo, int64_t hi) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = lo; i < hi; ++i) s += static_cast<double>(x[i]) * x[i];
+    partial[chunk] = s;
+  });
+  double total = 0.0;
+  for (int64_t k = 0; k < t; ++k) total += partial[k];
+  *static_cast<float *>(params[1]) = static_cast<float>(total);
+  return 0;
+}

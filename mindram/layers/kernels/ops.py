@@ -8,6 +8,8 @@ the tensors, no temporaries; see docs/performance.md "Custom kernels"):
 
 * GELU: dL/dx = dout * (Phi(x) + x * phi(x)) (``MindramGeluGrad``).
 * LayerNorm: dx, dweight, dbias (``MindramLayerNormGrad``, row statistics recomputed in float64).
+* Bias add (``MindramBiasAdd``): dx = dout, dbias = the column sums of dout (``MindramBiasGrad``, float64
+  accumulation); MindSpore's own ``BiasAddGrad`` took ~1.1 s of a 19 s ViT-B/32 batch-32 training step.
 
 With ``MINDRAM_BUILTIN_KERNEL_GRADS=1`` the backward passes use built-in ops instead (the erf formula for GELU;
 the built-in ``ops.LayerNorm``'s own gradient at the same point for LayerNorm), as before the gradient kernels
@@ -130,6 +132,38 @@ def layer_norm_primitive(eps):
         return dx, dweight, dbias, ops.zeros_like(eps_t)
 
     return _custom(lib, "MindramLayerNorm", layer_norm_bprop)
+
+
+def _bias_grad_shape(dout_shape):
+    return [dout_shape[-1]]
+
+
+def bias_add_primitive():
+    """Custom op ``y = x + bias`` over the last axis of a float32 ``x``, whose gradient is a C++ kernel too; None
+    if kernels are unavailable, not on CPU, or ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for built-in backward passes
+    (the forward alone is no faster than ``ops.BiasAdd``)."""
+    lib = _library()
+    if lib is None or builtin_grads():
+        return None
+    bias_grad = _custom(lib, "MindramBiasGrad", out_shape=_bias_grad_shape)
+    if bias_grad is None:
+        return None
+
+    def bias_add_bprop(x, bias, out, dout):  # pylint: disable=unused-argument
+        return dout, bias_grad(dout)
+
+    return _custom(lib, "MindramBiasAdd", bias_add_bprop)
+
+
+def _scalar_shape(*shapes):  # pylint: disable=unused-argument
+    return [1]
+
+
+def square_sum_primitive():
+    """Custom op ``(1,) float32 = sum(x * x)`` of a float32 tensor (double accumulation, one threaded pass), or None
+    if kernels are unavailable or not on CPU. No gradient: it measures gradients (clipping)."""
+    lib = _library()
+    return None if lib is None else _custom(lib, "MindramSquareSum", out_shape=_scalar_shape)
 
 
 def eps_tensor(eps):
