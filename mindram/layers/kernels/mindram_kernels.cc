@@ -130,6 +130,18 @@ bool all_float32(int n, const char **dtypes) {
   return true;
 }
 
+// Mean and 1/sqrt(variance + eps) of one row of c floats: two passes in double.
+inline void row_statistics(const float *xr, int64_t c, double eps, double *mean_out, double *rstd_out) {
+  double sum = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < c; ++i) sum += xr[i];
+  const double mean = sum / static_cast<double>(c);
+#pragma omp simd reduction(+ : ss)
+  for (int64_t i = 0; i < c; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+  *mean_out = mean;
+  *rstd_out = 1.0 / std::sqrt(ss / static_cast<double>(c) + eps);
+}
+
 constexpr int64_t kGrain = 1 << 17;  // min elements per thread (starting one costs tens of us)
 
 }  // namespace
@@ -164,13 +176,8 @@ extern "C" int MindramLayerNorm(int nparam, void **params, int *ndims, int64_t *
     for (int64_t r = lo; r < hi; ++r) {
       const float *xr = x + r * c;
       float *yr = y + r * c;
-      double sum = 0.0, ss = 0.0;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < c; ++i) sum += xr[i];
-      const double mean = sum / static_cast<double>(c);
-#pragma omp simd reduction(+ : ss)
-      for (int64_t i = 0; i < c; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-      const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(c) + eps);
+      double mean, rstd;
+      row_statistics(xr, c, eps, &mean, &rstd);
 #pragma omp simd
       for (int64_t i = 0; i < c; ++i)
         yr[i] = static_cast<float>((xr[i] - mean) * rstd * w[i] + static_cast<double>(b[i]));
@@ -224,13 +231,8 @@ extern "C" int MindramLayerNormGrad(int nparam, void **params, int *ndims, int64
     for (int64_t r = lo; r < hi; ++r) {
       const float *xr = x + r * c, *gr = dout + r * c;
       float *dxr = dx + r * c;
-      double sum = 0.0, ss = 0.0;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < c; ++i) sum += xr[i];
-      const double mean = sum / static_cast<double>(c);
-#pragma omp simd reduction(+ : ss)
-      for (int64_t i = 0; i < c; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-      const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(c) + eps);
+      double mean, rstd;
+      row_statistics(xr, c, eps, &mean, &rstd);
       double g_sum = 0.0, gx_sum = 0.0;
 #pragma omp simd reduction(+ : g_sum, gx_sum)
       for (int64_t i = 0; i < c; ++i) {
