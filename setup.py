@@ -33,6 +33,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3",   # the README's test command runs two workers
             "onnx>=1.14", "onnxruntime>=1.16", "ml_dtypes<0.6",   # export tests; ml_dtypes>=0.6 needs numpy 2
             "scikit-image>=0.21",
             "faiss-cpu>=1.7",
