@@ -17,7 +17,7 @@ from mindram.config import read_yaml
 from mindram.errors import ConfigError
 from mindram.models.ram.convert import convert_state_dict
 from mindram.trainer.run_config import load_run_config, validate_run_config
-from mindram.trainer.tasks.image_tagging import PACKAGE_ROOT
+from mindram.trainer.tasks.tagging_options import PACKAGE_ROOT
 from tests.conftest import FIXTURES, ROOT
 from tests.fixtures.ram.loader import fixture_config, reference_state_dict
 

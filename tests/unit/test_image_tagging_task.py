@@ -17,7 +17,8 @@ from mindram.trainer import Trainer
 from mindram.models.ram import RAM, RAMPlus
 from mindram.trainer.run_config import SECTION_KEYS, validate_run_config
 from mindram.models.swin import swin_layer_id
-from mindram.trainer.tasks.image_tagging import ImageTaggingTrainer, TaggingOptions
+from mindram.trainer.tasks.image_tagging import ImageTaggingTrainer
+from mindram.trainer.tasks.tagging_options import TaggingOptions
 from tests.conftest import ROOT
 from tests.unit.test_ram_trust import model_state
 

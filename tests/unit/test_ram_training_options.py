@@ -5,7 +5,7 @@ import pytest
 
 from mindram.errors import ConfigError
 from mindram.trainer import Trainer
-from mindram.trainer.tasks.image_tagging import TaggingOptions, check_loss_weights
+from mindram.trainer.tasks.tagging_options import TaggingOptions, check_loss_weights
 from mindram.trainer.training_args import TrainingArguments
 from tests.unit.test_image_tagging_task import tiny_run_config
 

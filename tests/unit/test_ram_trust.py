@@ -10,7 +10,7 @@ import mindram
 import mindram.models.ram as ram
 from mindram.errors import ConfigError, DataError
 from mindram.models.ram import openset, tags
-from mindram.trainer.tasks.image_tagging import TaggingOptions
+from mindram.trainer.tasks.tagging_options import TaggingOptions
 from mindram.utils.io import mindram_home
 from tests.fixtures.ram.loader import fixture_config
 from tests.unit.test_clip_model import tiny
