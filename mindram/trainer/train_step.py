@@ -53,7 +53,7 @@ def clip_by_global_norm(grads, max_norm, square_sum_kernel=None):
     """torch's ``clip_grad_norm_``: every gradient times ``min(1, max_norm / (‖grads‖₂ + 1e-6))``.
 
     MindSpore's ``ops.clip_by_global_norm`` keeps every gradient's square alive until the norm is summed and
-    used 2.3 GB more peak memory in a ViT-B/32 batch-32 training step; here each square is reduced to a scalar
+    used 2.3 GiB more peak memory in a ViT-B/32 batch-32 training step; here each square is reduced to a scalar
     at once, by the ``MindramSquareSum`` kernel when one is given (``square_sum_primitive()``: 0.1 s instead of
     0.7 s for the 151 M gradients of ViT-B/32; docs/performance.md, "Memory").
     """
