@@ -9,12 +9,10 @@ For static-shape float32 inputs ``GELU`` runs the C++ kernel of :mod:`.kernels` 
 the float32 rounding floor); other
 dtypes, dynamic shapes, and machines where the kernel cannot be built use the built-in erf formula.
 """
-import mindspore as ms
 from mindspore import nn, ops
-from mindspore.ops import functional as F
 
 from ..errors import ConfigError
-from .kernels import gelu_primitive
+from .kernels import gelu_primitive, kernel_input
 
 
 class GELU(nn.Cell):
@@ -26,7 +24,7 @@ class GELU(nn.Cell):
         self.use_kernel = self.kernel is not None
 
     def construct(self, x):
-        if self.use_kernel and x.dtype == ms.float32 and not F.is_sequence_value_unknown(ops.shape(x)):
+        if self.use_kernel and kernel_input(x):
             return self.kernel(x)
         return ops.gelu(x, approximate="none")
 

@@ -5,13 +5,11 @@ fast GEMM path and never broadcasts the weight into a batched matmul (see docs/p
 """
 import math
 
-import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.ops import functional as F
 
 from ..utils.random import init_rng
-from .kernels import bias_add_primitive
+from .kernels import bias_add_primitive, kernel_input
 
 
 def uniform_init(shape, bound, rng=None):
@@ -31,7 +29,7 @@ class BiasAdd(nn.Cell):
         self.builtin = ops.BiasAdd()
 
     def construct(self, x, bias):
-        if self.use_kernel and x.dtype == ms.float32 and not F.is_sequence_value_unknown(ops.shape(x)):
+        if self.use_kernel and kernel_input(x):
             return self.kernel(x, bias)
         return self.builtin(x, bias)
 

@@ -9,12 +9,10 @@ an ulp); other dtypes, dynamic shapes and machines without the kernel use ``ops.
 The gradient runs as a C++ kernel too (dx, dweight, dbias in one pass; ``MINDRAM_BUILTIN_KERNEL_GRADS=1``
 uses the built-in ``ops.LayerNorm``'s gradient instead).
 """
-import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.ops import functional as F
 
-from .kernels import eps_tensor, layer_norm_primitive
+from .kernels import eps_tensor, kernel_input, layer_norm_primitive
 
 
 class LayerNorm(nn.Cell):
@@ -33,7 +31,7 @@ class LayerNorm(nn.Cell):
 
     def construct(self, x):
         weight, bias = self.weight.astype(x.dtype), self.bias.astype(x.dtype)
-        if self.use_kernel and x.dtype == ms.float32 and not F.is_sequence_value_unknown(ops.shape(x)):
+        if self.use_kernel and kernel_input(x):
             return self.kernel(x, weight, bias, self.eps_tensor)
         y, _, _ = self.layer_norm(x, weight, bias)
         return y

@@ -6,7 +6,8 @@ then return None, as they do when MindSpore's ``device_target`` is not ``"CPU"``
 back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
-from .ops import bias_add_primitive, eps_tensor, gelu_primitive, layer_norm_primitive, square_sum_primitive
+from .ops import (bias_add_primitive, eps_tensor, gelu_primitive, kernel_input, layer_norm_primitive,
+                  square_sum_primitive)
 
 __all__ = ["build_info", "kernel_library", "kernels_disabled", "bias_add_primitive", "eps_tensor", "gelu_primitive",
-           "layer_norm_primitive", "square_sum_primitive"]
+           "kernel_input", "layer_norm_primitive", "square_sum_primitive"]

@@ -142,6 +142,16 @@ inline void row_statistics(const float *xr, int64_t c, double eps, double *mean_
   *rstd_out = 1.0 / std::sqrt(ss / static_cast<double>(c) + eps);
 }
 
+// out[i] = sum over chunks k = 0 .. t-1 of sums[k * stride + i], i < c: the per-thread partial sums of a
+// parallel_chunks loop added in a fixed order (the result does not depend on timing), rounded once to float.
+void add_chunk_sums(const double *sums, int64_t t, int64_t stride, int64_t c, float *out) {
+  for (int64_t i = 0; i < c; ++i) {
+    double a = 0.0;
+    for (int64_t k = 0; k < t; ++k) a += sums[k * stride + i];
+    out[i] = static_cast<float>(a);
+  }
+}
+
 constexpr int64_t kGrain = 1 << 17;  // min elements per thread (starting one costs tens of us)
 
 }  // namespace
@@ -250,15 +260,8 @@ extern "C" int MindramLayerNormGrad(int nparam, void **params, int *ndims, int64
       }
     }
   });
-  for (int64_t i = 0; i < c; ++i) {
-    double a = 0.0, b = 0.0;
-    for (int64_t k = 0; k < t; ++k) {
-      a += sums[k * 2 * c + i];
-      b += sums[k * 2 * c + c + i];
-    }
-    dw[i] = static_cast<float>(a);
-    db[i] = static_cast<float>(b);
-  }
+  add_chunk_sums(sums, t, 2 * c, c, dw);
+  add_chunk_sums(sums + c, t, 2 * c, c, db);
   std::free(sums);
   return 0;
 }
@@ -306,11 +309,7 @@ extern "C" int MindramBiasGrad(int nparam, void **params, int *ndims, int64_t **
       for (int64_t i = 0; i < c; ++i) s[i] += gr[i];
     }
   });
-  for (int64_t i = 0; i < c; ++i) {
-    double a = 0.0;
-    for (int64_t k = 0; k < t; ++k) a += sums[k * c + i];
-    db[i] = static_cast<float>(a);
-  }
+  add_chunk_sums(sums, t, c, c, db);
   std::free(sums);
   return 0;
 }
@@ -331,8 +330,6 @@ extern "C" int MindramSquareSum(int nparam, void **params, int *ndims, int64_t *
     for (int64_t i = lo; i < hi; ++i) s += static_cast<double>(x[i]) * x[i];
     partial[chunk] = s;
   });
-  double total = 0.0;
-  for (int64_t k = 0; k < t; ++k) total += partial[k];
-  *static_cast<float *>(params[1]) = static_cast<float>(total);
+  add_chunk_sums(partial, t, 1, 1, static_cast<float *>(params[1]));
   return 0;
 }

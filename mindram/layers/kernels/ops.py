@@ -15,17 +15,24 @@ With ``MINDRAM_BUILTIN_KERNEL_GRADS=1`` the backward passes use built-in ops ins
 the built-in ``ops.LayerNorm``'s own gradient at the same point for LayerNorm), as before the gradient kernels
 existed; the test suite compares the two.
 """
-import os
 import logging
 import math
+import os
 
 import mindspore as ms
 from mindspore import ops
+from mindspore.ops import functional as F
 
 from .build import kernel_library, log_once, warn_once
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def kernel_input(x):
+    """True when the kernels take ``x``: float32 with a static shape (custom aot ops fail on dynamic shapes).
+    Used inside ``construct`` (graph mode and PyNative) by every layer with a kernel path."""
+    return x.dtype == ms.float32 and not F.is_sequence_value_unknown(ops.shape(x))
 
 
 def _same_shape(*shapes):
@@ -57,11 +64,8 @@ def builtin_grads():
     return os.environ.get(BUILTIN_GRADS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _layer_norm_grad_shapes(x, weight, dout, eps):  # pylint: disable=unused-argument
-    return x, weight, weight
-
-
-def _layer_norm_grad_dtypes(x, weight, dout, eps):  # pylint: disable=unused-argument
+def _layer_norm_grad_outputs(x, weight, dout, eps):  # pylint: disable=unused-argument
+    """Shapes (or dtypes) of LayerNorm's (dx, dweight, dbias) from those of its gradient kernel's inputs."""
     return x, weight, weight
 
 
@@ -109,8 +113,8 @@ def layer_norm_primitive(eps):
     if lib is None:
         return None
     if not builtin_grads():
-        layer_norm_grad = _custom(lib, "MindramLayerNormGrad", out_shape=_layer_norm_grad_shapes,
-                                  out_dtype=_layer_norm_grad_dtypes)
+        layer_norm_grad = _custom(lib, "MindramLayerNormGrad", out_shape=_layer_norm_grad_outputs,
+                                  out_dtype=_layer_norm_grad_outputs)
         if layer_norm_grad is None:
             return None
 
