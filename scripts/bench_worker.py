@@ -35,7 +35,7 @@ class Workload:
     """What a side runs: ``run()`` does one call (and waits for its result); it processes ``items`` units.
 
     ``output()`` (optional) returns the array compared across sides; ``flops()`` (optional) the FLOPs of one call;
-    ``framework``: ``torch``, ``mindspore`` or ``numpy`` (whose matmul measures the GEMM peak); ``versions``: a
+    ``framework``: ``torch``, ``mindspore``, ``onnxruntime`` or ``numpy`` (whose matmul measures the GEMM peak); ``versions``: a
     dict of library versions and settings recorded with the results.
     """
 
@@ -91,7 +91,23 @@ def _gemm_call(framework, n):
         from mindspore import ops
         ma, mb = ms.Tensor(a), ms.Tensor(b)
         return lambda: ops.matmul(ma, mb).asnumpy()
-    raise ValueError(f"unknown framework {framework!r}: expected numpy, torch or mindspore")
+    if framework == "onnxruntime":
+        return _onnxruntime_matmul(a, b)
+    raise ValueError(f"unknown framework {framework!r}: expected numpy, torch, mindspore or onnxruntime")
+
+
+def _onnxruntime_matmul(a, b):
+    """``a @ b`` as a one-node ONNX graph run by ONNX Runtime's CPU provider (``b`` a constant, as weights are)."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [a.shape[0], b.shape[1]])],
+                              [numpy_helper.from_array(b, "b")])
+    session = onnxruntime.InferenceSession(helper.make_model(graph).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    return lambda: session.run(["c"], {"a": a})[0]
 
 
 def gemm_gflops(framework, n, repeats):

@@ -6,7 +6,9 @@
 
 Cases (mindram vs torch, same weights, interleaved rounds in two worker processes; see ``bench_harness.py``):
 
-- ``clip``: CLIP image and text towers at batch 1, 8 and 32 for ViT-B-32, ViT-B-16 and ViT-L-14 (open_clip);
+- ``clip``: CLIP image and text towers at batch 1, 8 and 32 for ViT-B-32, ViT-B-16 and ViT-L-14 (open_clip), with
+  MindSpore and, as a second candidate, mindram's ONNX Runtime backend on an export of the same weights
+  (``--backends``; cases ending in ``onnxruntime``);
 - ``ram``: RAM++ Swin-L 384 ``generate_tag`` at batch 1 and 4 against recognize-anything, when
   ``--reference_path`` / ``--reference_deps`` give an environment where it imports (otherwise skipped, and the
   document says why);
@@ -39,10 +41,11 @@ import benchmark_ram  # noqa: E402
 import benchmark_train_step  # noqa: E402
 
 PRESETS = {
-    "full": dict(models=["ViT-B-32", "ViT-B-16", "ViT-L-14"], batch_sizes=[1, 8, 32], ram_vit="swin_l",
+    "full": dict(models=["ViT-B-32", "ViT-B-16", "ViT-L-14"], batch_sizes=[1, 8, 32], backends=["mindspore",
+                 "onnxruntime"], ram_vit="swin_l",
                  ram_batch_sizes=[1, 4], train_batch_sizes=[32], rounds=7, heavy_rounds=5, min_round_s=2.0, warmup=2,
                  heavy_warmup=1),
-    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], ram_vit="swin_b", ram_batch_sizes=[1],
+    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], backends=["mindspore"], ram_vit="swin_b", ram_batch_sizes=[1],
                   train_batch_sizes=[8], rounds=5, heavy_rounds=5, min_round_s=1.0, warmup=2, heavy_warmup=1),
 }
 GROUPS = ("clip", "ram", "train")
@@ -58,6 +61,8 @@ def parse_args(argv):
     parser.add_argument("--match", nargs="+", help="keep only the cases whose name contains one of these texts")
     parser.add_argument("--models", nargs="+", help="open_clip architectures of the tower cases")
     parser.add_argument("--batch_sizes", type=int, nargs="+", help="batch sizes of the tower cases")
+    parser.add_argument("--backends", nargs="+", choices=sorted(benchmark_clip.CANDIDATES),
+                        help="mindram backends of the tower cases (onnxruntime: on an ONNX export)")
     parser.add_argument("--ram_vit", choices=["swin_l", "swin_b"])
     parser.add_argument("--ram_batch_sizes", type=int, nargs="+")
     parser.add_argument("--train_batch_sizes", type=int, nargs="+")
@@ -91,7 +96,7 @@ def planned_cases(args):
     for group in dict.fromkeys(args.groups):
         if group == "clip":
             planned += [(c, tower_settings) for c in benchmark_clip.cases(args.models, ["image", "text"],
-                                                                          args.batch_sizes)]
+                                                                          args.batch_sizes, args.backends)]
         elif group == "ram":
             problem = benchmark_ram.reference_problem(args.reference_path, args.reference_deps,
                                                       args.reference_python)
@@ -183,7 +188,9 @@ def markdown(document, skipped):
              "warm-up excluded. Rates are per second (images, or texts for text towers), median of the rounds; the "
              "ratio is mindram ÷ torch per round, median [min–max] (> 1: mindram is faster). GFLOP/s counts the "
              "matmul, convolution and attention FLOPs of the work (torch's FlopCounterMode on the reference); "
-             "% GEMM peak divides it by the machine's measured fp32 GEMM rate. Peak RSS is each worker's own "
+             "% GEMM peak divides it by the machine's measured fp32 GEMM rate. Rows ending in *onnxruntime* measure "
+             "mindram's ONNX Runtime backend (`backend=\"onnxruntime\"` on an export of the same weights) instead of "
+             "its MindSpore graphs. Peak RSS is each worker's own "
              "(`getrusage`), building and loading the model included. max|diff| compares the outputs (features, "
              "tag logits, or the first training step's loss).", ""]
     lines += markdown_table(bench_harness.TABLE_HEADER, bench_harness.table_rows(document))

@@ -2,13 +2,18 @@
 """Throughput of mindram vs open_clip (torch CPU) for the CLIP image and text towers, same weights, same run.
 
     python scripts/benchmark_clip.py [--models ViT-B-32] [--towers image text] [--batch_sizes 1 8 32] \\
-        [--rounds 7] [--min_round_s 2] [--json FILE]
+        [--backends mindspore onnxruntime] [--rounds 7] [--min_round_s 2] [--json FILE]
 
 Each (model, tower, batch) is a case of ``bench_harness``: open_clip and mindram run in two worker processes,
 in interleaved rounds (see ``scripts/bench_harness.py``). The open_clip side builds the model with seeded random
 weights (``open_clip.create_model(name, pretrained=None)``) and writes them, and the inputs (seeded normal pixels;
 captions tokenized by open_clip), into the case's folder; the mindram side converts the same weights
 (``mindram.models.clip.convert``) and times ``get_image_features`` / ``get_text_features`` (compiled graph).
+With ``--backends ... onnxruntime`` each (model, tower, batch) is measured a second time with mindram's ONNX Runtime
+backend as the candidate (case name ending in ``onnxruntime``): a child process converts the same weights and
+exports them (``CLIPModel.export``, dynamic batch) into the case's folder, and the worker times
+``mindram.backends.load_backend("onnxruntime", ...)``'s features on the same inputs (its peak RSS is that of
+inference alone, the export's is the child's).
 Prints images/s or texts/s of both, the ratio mindram ÷ torch (median [min–max] over rounds; > 1: mindram is
 faster), GFLOP/s, % of the GEMM peak, peak RSS and the max-abs-diff of the features.
 The torch side needs the test extra (torch, open_clip_torch).
@@ -114,14 +119,55 @@ def mindram_tower(workdir, model, tower, batch):
     return Workload(run, batch, "mindspore", output=run, versions=mindspore_versions())
 
 
-def cases(models, towers, batch_sizes):
-    """One harness case per (model, tower, batch size)."""
+EXPORT = "export"
+
+
+def export_onnx(workdir, model):
+    """Convert the reference side's weights and export them to ONNX (dynamic batch) in ``<workdir>/export``."""
+    clip, _ = load_mindram_clip(workdir, model)
+    clip.set_train(False)
+    clip.export(str(Path(workdir) / EXPORT), formats="onnx", dynamic_batch=True, model_name=model)
+
+
+def onnxruntime_tower(workdir, model, tower, batch):
+    """mindram's ONNX Runtime backend on an export of the same weights (made by a child process, so that this
+    worker's peak RSS is that of inference alone)."""
+    import subprocess
+
+    import safetensors.numpy
+
+    import onnxruntime
+
+    from mindram.backends import load_backend
+    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(ROOT)!r}]; import benchmark_clip; "
+            f"benchmark_clip.export_onnx({str(workdir)!r}, {model!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ONNX export of {model} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    backend = load_backend("onnxruntime", str(Path(workdir) / EXPORT), verify=False)
+    inputs = safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
+    encode, data = ((backend.get_image_features, inputs["pixels"]) if tower == "image" else
+                    (backend.get_text_features, inputs["input_ids"]))
+
+    def run():
+        return encode(data)
+
+    return Workload(run, batch, "onnxruntime", output=run, versions={"onnxruntime": onnxruntime.__version__})
+
+
+CANDIDATES = {"mindspore": ("mindram", "mindram_tower", ""), "onnxruntime": ("mindram-ort", "onnxruntime_tower",
+                                                                             " onnxruntime")}
+
+
+def cases(models, towers, batch_sizes, backends=("mindspore",)):
+    """One harness case per (model, batch size, tower, mindram backend)."""
     from bench_harness import Case, Side
     module = str(Path(__file__).resolve())
-    return [Case(f"CLIP {model} {tower} bs{batch}", "img" if tower == "image" else "text",
+    return [Case(f"CLIP {model} {tower} bs{batch}{CANDIDATES[backend][2]}", "img" if tower == "image" else "text",
                  Side("torch", module, "torch_tower", dict(model=model, tower=tower, batch=batch)),
-                 Side("mindram", module, "mindram_tower", dict(model=model, tower=tower, batch=batch)))
-            for model in models for batch in batch_sizes for tower in towers]
+                 Side(CANDIDATES[backend][0], module, CANDIDATES[backend][1],
+                      dict(model=model, tower=tower, batch=batch)))
+            for model in models for batch in batch_sizes for tower in towers for backend in backends]
 
 
 def main(argv=None):
@@ -133,8 +179,10 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["ViT-B-32"], help="open_clip architecture names")
     parser.add_argument("--towers", nargs="+", default=["image", "text"], choices=["image", "text"])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--backends", nargs="+", default=["mindspore"], choices=sorted(CANDIDATES),
+                        help="mindram backends measured against open_clip (onnxruntime: on an ONNX export)")
     args = add_debug_flag(bench_harness.add_run_arguments(parser)).parse_args(argv)
-    bench_harness.run_and_report(cases(args.models, args.towers, args.batch_sizes), args, argv,
+    bench_harness.run_and_report(cases(args.models, args.towers, args.batch_sizes, args.backends), args, argv,
                                  "scripts/benchmark_clip.py")
 
 

@@ -188,6 +188,28 @@ def test_flop_count_matches_the_analytic_count():
     assert bench_worker.count_torch_flops(train) == 3 * linear
 
 
+@pytest.mark.parametrize("framework", ["numpy", "mindspore", "onnxruntime"])
+def test_gemm_peak_call_computes_the_product_in_each_framework(framework):
+    if framework == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((24, 24)).astype(np.float32) for _ in range(2))
+    result = bench_worker._gemm_call(framework, 24)()
+    result = result.asnumpy() if hasattr(result, "asnumpy") else np.asarray(result)
+    np.testing.assert_allclose(result, a @ b, rtol=1e-5, atol=1e-4)
+    assert bench_worker.gemm_gflops(framework, 24, 1) > 0
+
+
+def test_clip_cases_measure_each_backend_against_open_clip():
+    import benchmark_clip
+    found = benchmark_clip.cases(["ViT-B-32"], ["text"], [1, 8], ["mindspore", "onnxruntime"])
+    assert [c.name for c in found] == ["CLIP ViT-B-32 text bs1", "CLIP ViT-B-32 text bs1 onnxruntime",
+                                       "CLIP ViT-B-32 text bs8", "CLIP ViT-B-32 text bs8 onnxruntime"]
+    assert {c.reference.factory for c in found} == {"torch_tower"}
+    assert [c.candidate.factory for c in found[:2]] == ["mindram_tower", "onnxruntime_tower"]
+    assert len({c.candidate.name for c in found[:2]}) == 2   # the two backends log to different files
+
+
 def test_markdown_report_says_whether_the_machine_was_shared(document):
     import benchmark_all
     document = copy.deepcopy(document)
