@@ -98,7 +98,6 @@ def _gemm_call(framework, n):
 
 def _onnxruntime_matmul(a, b):
     """``a @ b`` as a one-node ONNX graph run by ONNX Runtime's CPU provider (``b`` a constant, as weights are)."""
-    import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
