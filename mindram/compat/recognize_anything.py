@@ -163,9 +163,7 @@ class RecognizeAnythingModel(DevicePlacement):
         if name in ("tag_list", "tag_list_chinese"):
             return np.array(getattr(model, name))
         if name == "label_embed":
-            embed = model.open_set_label_embed
-            if embed is None:
-                return model.label_embed
+            embed = model.label_embed if model.open_set_label_embed is None else model.open_set_label_embed
             return Tensor(embed.asnumpy().reshape(-1, embed.shape[-1]))  # the reference's (K·D, E) rows
         if name in OPEN_SET_ATTRIBUTES:  # class_threshold: the model's array (in-place edits take effect)
             return getattr(model, name)

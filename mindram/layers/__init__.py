@@ -2,10 +2,11 @@
 from .activation import GELU, QuickGELU, get_activation
 from .attention import MultiheadAttention
 from .embedding import Embedding
-from .linear import Linear
+from .linear import BroadcastAdd, Linear
 from .norm import LayerNorm
 from .patch_embed import PatchEmbed
+from .permute import Permute
 from .transformer import MLP, ResidualAttentionBlock, Transformer
 
-__all__ = ["GELU", "QuickGELU", "get_activation", "MultiheadAttention", "Embedding", "Linear", "LayerNorm",
-           "PatchEmbed", "MLP", "ResidualAttentionBlock", "Transformer"]
+__all__ = ["GELU", "QuickGELU", "get_activation", "MultiheadAttention", "Embedding", "BroadcastAdd", "Linear", "LayerNorm",
+           "PatchEmbed", "Permute", "MLP", "ResidualAttentionBlock", "Transformer"]

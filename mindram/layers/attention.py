@@ -9,7 +9,8 @@ import numpy as np
 from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
-from .linear import BiasAdd, Linear
+from .linear import BiasAdd, BroadcastAdd, Linear
+from .permute import Permute
 
 
 class MultiheadAttention(nn.Cell):
@@ -33,9 +34,11 @@ class MultiheadAttention(nn.Cell):
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
         self.softmax = ops.Softmax(axis=-1)
+        self.swap_heads = Permute((0, 2, 1, 3))   # (B, N, H, D) <-> (B, H, N, D)
+        self.add_mask = BroadcastAdd()
 
     def _heads(self, t, batch, length):
-        return t.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return self.swap_heads(t.reshape(batch, length, self.num_heads, self.head_dim))
 
     def construct(self, x, attn_mask=None):
         batch, length, width = x.shape
@@ -47,9 +50,9 @@ class MultiheadAttention(nn.Cell):
         v = self._heads(v, batch, length)
         attn = self.scores(q, k)
         if attn_mask is not None:
-            attn = attn + attn_mask.astype(attn.dtype)
+            attn = self.add_mask(attn, attn_mask.astype(attn.dtype))
         attn = self.softmax(attn)
-        out = self.weighted_sum(attn, v).transpose(0, 2, 1, 3).reshape(batch, length, width)
+        out = self.swap_heads(self.weighted_sum(attn, v)).reshape(batch, length, width)
         return self.out_proj(out)
 
     def extend_repr(self):

@@ -34,6 +34,25 @@ class BiasAdd(nn.Cell):
         return self.builtin(x, bias)
 
 
+class BroadcastAdd(nn.Cell):
+    """``x + b`` where ``b``'s shape is that of ``x``'s trailing axes (a bias, an attention mask or position bias
+    added to every leading index): :class:`BiasAdd` on the (rows, b.size) view of ``x``.
+
+    MindSpore 2.10's CPU ``Add`` keeps the memory of a broadcasting add's tensors for the life of a compiled graph
+    (a Swin graph held every attention map its relative-position bias was added to; docs/performance.md
+    "Memory"); the kernel's tensors are freed and reused like any other op's. Without kernels: ``x + b``."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias_add = BiasAdd()
+
+    def construct(self, x, b):
+        if self.bias_add.use_kernel and kernel_input(x) and kernel_input(b):
+            size = b.size
+            return self.bias_add(x.reshape(-1, size), b.reshape(size)).reshape(x.shape)
+        return x + b
+
+
 class Linear(nn.Cell):
     """y = x @ weight.T + bias over the last dimension of an input of any rank."""
 

@@ -8,6 +8,8 @@ The parameter keeps the conv layout (C_out, C_in, P, P) and torch's name ``weigh
 import numpy as np
 from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
+from .linear import BiasAdd
+from .permute import Permute
 
 
 class PatchEmbed(nn.Cell):
@@ -25,15 +27,17 @@ class PatchEmbed(nn.Cell):
         self.has_bias = bool(bias)
         self.bias = Parameter(Tensor(np.zeros(self.embed_dim, np.float32)), name="bias") if bias else None
         self.matmul = ops.MatMul(transpose_b=True)
+        self.bias_add = BiasAdd()
+        self.patches_last = Permute((0, 2, 4, 1, 3, 5))   # (B, C, gh, p, gw, p) -> (B, gh, gw, C, p, p)
 
     def construct(self, x):
         batch, chans, height, width = x.shape
         p = self.patch_size
         gh, gw = height // p, width // p
         x = x[:, :, :gh * p, :gw * p]
-        x = x.reshape(batch, chans, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
+        x = self.patches_last(x.reshape(batch, chans, gh, p, gw, p))
         x = x.reshape(batch * gh * gw, chans * p * p)
         y = self.matmul(x, self.weight.astype(x.dtype).reshape(self.embed_dim, chans * p * p))
         if self.has_bias:
-            y = y + self.bias.astype(y.dtype)
+            y = self.bias_add(y, self.bias.astype(y.dtype))
         return y.reshape(batch, gh * gw, self.embed_dim)

@@ -193,6 +193,12 @@ def _family_hint(model, names):
     return ""
 
 
+def flat_shape(shape):
+    """``(prod(shape[:-1]), shape[-1])``: how a checkpoint stores a parameter of ``shape`` that the model holds
+    with more leading dimensions (see ``PreTrainedModel.flat_checkpoint_parameters``)."""
+    return (int(np.prod(shape[:-1])), int(shape[-1])) if len(shape) > 1 else tuple(shape)
+
+
 def load_state_dict(model, params, strict=True, source="state dict"):
     """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness.
 
@@ -200,9 +206,19 @@ def load_state_dict(model, params, strict=True, source="state dict"):
     raises :class:`CheckpointError` listing them all.
     """
     own = {p.name: p for p in model.get_parameters()}
-    # scalars: torch stores 0-d tensors, MindSpore keeps them as (1,) (e.g. CLIP's logit_scale)
-    params = {k: (np.reshape(v, own[k].shape) if k in own and np.size(v) == 1 and int(np.prod(own[k].shape)) == 1
-                  else v) for k, v in params.items()}
+    flat = set(getattr(model, "flat_checkpoint_parameters", ()))
+
+    def layout(name, value):
+        """The parameter's shape for a checkpoint array stored in another layout of the same values: a 0-d
+        scalar (torch) for a (1,) parameter (e.g. CLIP's logit_scale), or a declared flat array."""
+        shape = tuple(own[name].shape)
+        if np.size(value) == 1 and int(np.prod(shape)) == 1:
+            return np.reshape(value, shape)
+        if name in flat and tuple(np.shape(value)) == flat_shape(shape):
+            return np.reshape(value, shape)   # a view of a contiguous array: no copy
+        return value
+
+    params = {k: layout(k, v) if k in own else v for k, v in params.items()}
     missing = sorted(set(own) - set(params))
     unexpected = sorted(set(params) - set(own))
     mismatched = [f"{k}: checkpoint {tuple(np.shape(params[k]))} vs model {tuple(own[k].shape)}"
@@ -248,6 +264,10 @@ class PreTrainedModel(nn.Cell):
 
     * ``checkpoint_marker``: a parameter name only this family's checkpoints hold, so that loading one into
       another family's model says which family it belongs to.
+    * ``flat_checkpoint_parameters``: names of parameters the model holds with more leading dimensions than its
+      checkpoints (e.g. RAM++'s ``label_embed``, (K, D, E) in memory, (K*D, E) in the reference's checkpoints):
+      :meth:`state_dict` writes them flat and loading accepts either layout. Holding the compute layout avoids a
+      reshape in the graph, which copies the whole tensor on every call on CPU.
 
     Register the model (``MODELS``), its config (``CONFIG``), processor (``PROCESSOR``) and tokenizer
     (``TOKENIZER``) with :class:`~mindram.registry.MindFormerRegister` so that run configs can name them.
@@ -258,6 +278,7 @@ class PreTrainedModel(nn.Cell):
     image_processor_class = None
     tokenizer_class = None
     checkpoint_marker = None
+    flat_checkpoint_parameters = ()
 
     def __init__(self, config):
         super().__init__()
@@ -289,9 +310,17 @@ class PreTrainedModel(nn.Cell):
             sys.stdout.write(f"- support list of {cls.__name__} is:\n-    {list(names)}\n- {'-' * 37}\n")
         return names
 
+    def checkpoint_shapes(self):
+        """``{name: shape}`` of every parameter as checkpoints store it (``flat_checkpoint_parameters`` flat)."""
+        flat = set(self.flat_checkpoint_parameters)
+        return {p.name: flat_shape(p.shape) if p.name in flat else tuple(p.shape) for p in self.get_parameters()}
+
     def state_dict(self):
-        """``{name: np.ndarray}`` copies of every parameter."""
-        return {p.name: p.asnumpy().copy() for p in self.get_parameters()}  # asnumpy() may share memory
+        """``{name: np.ndarray}`` copies of every parameter, in the checkpoint layout
+        (``flat_checkpoint_parameters`` flattened)."""
+        flat = set(self.flat_checkpoint_parameters)
+        return {p.name: (p.asnumpy().reshape(flat_shape(p.shape)) if p.name in flat else p.asnumpy()).copy()
+                for p in self.get_parameters()}  # asnumpy() may share memory
 
     def load_weights(self, source, strict=True):
         """Load a ``.ckpt``/``.safetensors`` path or a ``{name: array}`` dict into this model."""

@@ -109,14 +109,14 @@ def _compile(cxx, target):
 
 
 def _call(lib, name, arrays):
-    """Call an aot entry point directly on float32 numpy arrays (self-test helper)."""
+    """Call an aot entry point directly on numpy arrays (self-test helper)."""
     n = len(arrays)
     params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
     ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
     dims = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
     shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(d, ctypes.POINTER(ctypes.c_int64))
                                                     for d in dims])
-    dtypes = (ctypes.c_char_p * n)(*[b"float32"] * n)
+    dtypes = (ctypes.c_char_p * n)(*[a.dtype.name.encode() for a in arrays])
     return getattr(lib, name)(n, params, ndims, shapes, dtypes, None, None)
 
 
@@ -158,6 +158,12 @@ def self_test(path):
     if (_call(lib, "MindramSquareSum", [g, square_sum]) != 0
             or abs(float(square_sum[0]) - float((g.astype(np.float64) ** 2).sum())) > 1e-5):
         raise RuntimeError(f"square-sum self-test failed: {square_sum}")
+    cube = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    for perm in ((0, 2, 1, 3), (3, 1, 0, 2)):
+        moved = np.empty(cube.transpose(perm).shape, np.float32)
+        if (_call(lib, "MindramTranspose", [cube, np.array(perm, np.int64), moved]) != 0
+                or not np.array_equal(moved, cube.transpose(perm))):
+            raise RuntimeError(f"transpose self-test failed for perm {perm}")
 
 
 def _writable(folder):

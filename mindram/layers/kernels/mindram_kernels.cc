@@ -333,3 +333,60 @@ extern "C" int MindramSquareSum(int nparam, void **params, int *ndims, int64_t *
   add_chunk_sums(partial, t, 1, 1, static_cast<float *>(params[1]));
   return 0;
 }
+
+// Transpose: inputs x (float32, rank 1..8) and perm (int64, rank values); output y = x permuted
+// (y.shape[i] = x.shape[perm[i]]), contiguous. Trailing axes that stay in place are copied as one block.
+// MindSpore 2.10's CPU Transpose keeps the memory of its tensors for the life of a compiled graph (a ViT or
+// Swin graph holds every attention map); this kernel's tensors are freed and reused like any other op's.
+extern "C" int MindramTranspose(int nparam, void **params, int *ndims, int64_t **shapes,
+                                const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 3 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[2], "float32") != 0 ||
+      std::strcmp(dtypes[1], "int64") != 0)
+    return 1;
+  const int r = ndims[0];
+  if (r < 1 || r > 8 || ndims[2] != r || numel(ndims[1], shapes[1]) != r) return 1;
+  const int64_t *perm = static_cast<const int64_t *>(params[1]);
+  int64_t in_stride[8], out_dim[8], src_stride[8];
+  bool seen[8] = {false, false, false, false, false, false, false, false};
+  in_stride[r - 1] = 1;
+  for (int i = r - 2; i >= 0; --i) in_stride[i] = in_stride[i + 1] * shapes[0][i + 1];
+  for (int i = 0; i < r; ++i) {
+    if (perm[i] < 0 || perm[i] >= r || seen[perm[i]]) return 1;
+    seen[perm[i]] = true;
+    out_dim[i] = shapes[0][perm[i]];
+    src_stride[i] = in_stride[perm[i]];
+    if (shapes[2][i] != out_dim[i]) return 1;
+  }
+  int outer = r;  // axes [outer, r) keep their place: one contiguous block per index of the others
+  while (outer > 0 && perm[outer - 1] == outer - 1) --outer;
+  int64_t block = 1;
+  for (int i = outer; i < r; ++i) block *= out_dim[i];
+  int64_t count = 1;
+  for (int i = 0; i < outer; ++i) count *= out_dim[i];
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[2]);
+  if (count == 0 || block == 0) return 0;
+  parallel_for(count, (kGrain + block - 1) / block, [=](int64_t lo, int64_t hi) {
+    int64_t index[8], offset = 0, rest = lo;
+    for (int i = outer - 1; i >= 0; --i) {  // multi-index of item lo over the outer output axes
+      index[i] = rest % out_dim[i];
+      rest /= out_dim[i];
+      offset += index[i] * src_stride[i];
+    }
+    for (int64_t item = lo; item < hi; ++item) {
+      if (block == 1) {
+        y[item] = x[offset];
+      } else {
+        std::memcpy(y + item * block, x + offset, static_cast<size_t>(block) * sizeof(float));
+      }
+      for (int i = outer - 1; i >= 0; --i) {  // next multi-index
+        offset += src_stride[i];
+        if (++index[i] < out_dim[i]) break;
+        offset -= index[i] * src_stride[i];
+        index[i] = 0;
+      }
+    }
+  });
+  return 0;
+}

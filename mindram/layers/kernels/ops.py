@@ -173,3 +173,42 @@ def square_sum_primitive():
 def eps_tensor(eps):
     """The (1,) float32 tensor carrying ``eps`` into the LayerNorm kernel."""
     return ms.Tensor([float(eps)], ms.float32)
+
+
+def transpose_primitive(perm):
+    """``(op, perm_tensor)`` with ``op(x, perm_tensor)`` = ``x.transpose(perm)`` for float32 ``x`` (gradient: the
+    inverse permutation, by the same kernel), or None if kernels are unavailable or not on CPU.
+
+    MindSpore 2.10's CPU ``Transpose`` keeps the memory of its tensors for the life of a compiled graph (every
+    attention map of a ViT or Swin stays allocated; docs/performance.md "Memory"); the kernel's tensors are
+    reused like any other op's."""
+    lib = _library()
+    if lib is None:
+        return None
+    perm = tuple(int(p) for p in perm)
+    inverse = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+
+    def shape_of(order):
+        def out_shape(x_shape, perm_shape):  # pylint: disable=unused-argument
+            return [x_shape[i] for i in order]
+        return out_shape
+
+    def first_dtype(x_dtype, perm_dtype):  # pylint: disable=unused-argument
+        return x_dtype
+
+    backward = _custom(lib, "MindramTranspose", out_shape=shape_of(inverse), out_dtype=first_dtype)
+    if backward is None:
+        return None
+    # PyNative caches an op's inferred shape by its name, attributes and input shapes: without the permutation
+    # among the attributes, two permutations of one input shape would share an output shape
+    backward.add_prim_attr("mindram_perm", list(inverse))
+    inverse_t = ms.Tensor(inverse, ms.int64)
+
+    def transpose_bprop(x, perm_t, out, dout):  # pylint: disable=unused-argument
+        return backward(dout, inverse_t), ops.zeros_like(perm_t)
+
+    forward = _custom(lib, "MindramTranspose", transpose_bprop, out_shape=shape_of(perm), out_dtype=first_dtype)
+    if forward is None:
+        return None
+    forward.add_prim_attr("mindram_perm", list(perm))
+    return forward, ms.Tensor(perm, ms.int64)

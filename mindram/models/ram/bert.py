@@ -17,7 +17,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ...layers import Embedding, LayerNorm, Linear, get_activation
+from ...layers import Embedding, LayerNorm, Linear, Permute, get_activation
 
 
 class BertSelfAttention(nn.Cell):
@@ -33,10 +33,11 @@ class BertSelfAttention(nn.Cell):
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
         self.softmax = ops.Softmax(axis=-1)
+        self.swap_heads = Permute((0, 2, 1, 3))   # (B, N, H, D) <-> (B, H, N, D)
 
     def _heads(self, x):
         batch, length, _ = x.shape
-        return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return self.swap_heads(x.reshape(batch, length, self.num_heads, self.head_dim))
 
     def construct(self, hidden_states, context, mask=None):
         batch, length, width = hidden_states.shape
@@ -47,7 +48,7 @@ class BertSelfAttention(nn.Cell):
         if mask is not None:
             scores = scores + mask
         out = self.weighted_sum(self.softmax(scores), v)
-        return out.transpose(0, 2, 1, 3).reshape(batch, length, width)
+        return self.swap_heads(out).reshape(batch, length, width)
 
 
 class BertResidualOutput(nn.Cell):

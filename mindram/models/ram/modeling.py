@@ -19,7 +19,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from ...errors import ConfigError
-from ...layers import Linear
+from ...layers import Linear, Permute
 from ...utils.arrays import l2_normalize
 from ...utils.graph import run_in_graph_mode
 from ...utils.random import init_rng
@@ -38,6 +38,8 @@ def _unit_rows(shape, rng):
 class TaggingHeadMixin:
     """Builds and runs the tagging head on a Cell (shared by :class:`RAMTaggingHead` and the models)."""
 
+    flat_checkpoint_parameters = ("label_embed",)   # RAM++: (K, D, E) held, (K*D, E) in checkpoints
+
     def _build_head(self, config):
         head, width = config.head_config, config.label_embed_dim
         self.is_plus = config.model_type == "ram_plus"
@@ -45,9 +47,10 @@ class TaggingHeadMixin:
         # the reference initialises label_embed with zeros (the checkpoint fills it); random unit rows
         # keep a randomly initialised model from giving every tag the same score. Frozen, as in the
         # reference training scripts (CLIP text embeddings).
-        rows = config.num_tags * config.descriptions_per_tag
-        self.label_embed = Parameter(Tensor(_unit_rows((rows, width), init_rng())), name="label_embed",
-                                     requires_grad=False)
+        # RAM++ holds its K*D description rows as (K, D, E) (checkpoints: (K*D, E), see flat_checkpoint_parameters):
+        # the head reads them with batched GEMMs and never reshapes them (a graph reshape copies all 457 MiB)
+        shape = (config.num_tags, config.descriptions_per_tag, width) if self.is_plus else (config.num_tags, width)
+        self.label_embed = Parameter(Tensor(_unit_rows(shape, init_rng())), name="label_embed", requires_grad=False)
         if self.is_plus:
             # shape (1,), not 0-d as in torch: MindSpore's fused AdamWeightDecay kernel rejects 0-d parameters
             self.reweight_scale = Parameter(Tensor(np.full((1,), config.reweight_scale_init, np.float32)),
@@ -59,24 +62,24 @@ class TaggingHeadMixin:
         self.tagging_head = BertModel(head, width, embeddings=False, self_attention=False)
         self.fc = Linear(head.hidden_size, 1)
         self.batch_matmul = ops.BatchMatMul()
-        self.matmul_nt = ops.MatMul(transpose_b=True)   # a @ b.T without materialising b.T
+        self.batch_matmul_nt = ops.BatchMatMul(transpose_b=True)   # a @ b.T without materialising b.T
+        self.tags_second = Permute((1, 0, 2))                       # (K, B, E) -> (B, K, E)
 
     def default_label_embed(self):
         """The checkpoint's label embeddings: (K, D, E) for RAM++, (K, E) for RAM."""
-        if self.is_plus:
-            return self.label_embed.reshape(self.num_tags, self.descriptions_per_tag, -1)
         return self.label_embed
 
     def reweighted_label_embed(self, cls_token, label_embed):
-        """RAM++: per image, the softmax(over D)-weighted sum of each tag's D embeddings → (B, K, E)."""
-        num_tags, per_tag, width = label_embed.shape
+        """RAM++: per image, the softmax(over D)-weighted sum of each tag's D embeddings → (B, K, E).
+
+        Two batched GEMMs over the K tags read ``label_embed`` (K, D, E) in place: a 2-D GEMM would need its
+        (K*D, E) reshape, which copies all of it on every call on CPU (and ``.T`` of that copies it again)."""
+        num_tags = label_embed.shape[0]
         cls_token = cls_token / ops.sqrt((cls_token * cls_token).sum(axis=-1, keepdims=True))
-        # label_embed.reshape(-1, width).T would copy all K*D rows (233,835 x 512 for the full vocabulary: 1.7 s
-        # and 457 MiB per call on CPU); the transposed GEMM reads them in place
-        logits = self.matmul_nt(ops.exp(self.reweight_scale) * cls_token, label_embed.reshape(-1, width))
-        weights = ops.softmax(logits.reshape(-1, num_tags, per_tag), axis=-1)           # (B, K, D)
-        mixed = self.batch_matmul(weights.transpose(1, 0, 2), label_embed)                 # (K, B, E)
-        return mixed.transpose(1, 0, 2)
+        scaled = ops.exp(self.reweight_scale) * cls_token                                     # (B, E)
+        queries = ops.broadcast_to(scaled[None], (num_tags,) + scaled.shape)                 # (K, B, E)
+        weights = ops.softmax(self.batch_matmul_nt(queries, label_embed), axis=-1)           # (K, B, D)
+        return self.tags_second(self.batch_matmul(weights, label_embed))                     # (B, K, E)
 
     def head_logits(self, image_embeds, label_embed=None):
         """(B, 1+L, vision_width) encoder tokens → (B, K) tag logits."""

@@ -27,7 +27,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from ...layers import MLP, LayerNorm, Linear, PatchEmbed
+from ...layers import MLP, BroadcastAdd, LayerNorm, Linear, PatchEmbed, Permute
 from ...utils.random import init_rng
 from .configuration import SwinConfig, input_shape_error
 from .windows import bicubic_resize_matrix, relative_position_index, window_plan
@@ -119,24 +119,29 @@ class WindowAttention(nn.Cell):
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
         self.softmax = ops.Softmax(axis=-1)
+        self.swap_heads = Permute((0, 2, 1, 3))   # (B_, N, H, D) <-> (B_, H, N, D)
+        self.heads_first = Permute((2, 0, 1))     # (N, N, H) -> (H, N, N)
+        self.add_bias = BroadcastAdd()
 
     def construct(self, x, mask=None, bias_index=None):
         windows, length, width = x.shape
         if bias_index is None:
             bias_index = self.relative_position_index
         # (B_, N, 3C) → (B_, 3·heads, N, head_dim): one transpose, then q/k/v are contiguous head groups
-        qkv = self.qkv(x).reshape(windows, length, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        qkv = self.swap_heads(self.qkv(x).reshape(windows, length, 3 * self.num_heads, self.head_dim))
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.scores(q * self.scale, k)
         bias = ops.gather(self.relative_position_bias_table, bias_index, 0)
-        attn = attn + bias.reshape(length, length, self.num_heads).transpose(2, 0, 1).astype(attn.dtype)
-        if mask is not None:
+        bias = self.heads_first(bias.reshape(length, length, self.num_heads)).astype(attn.dtype)   # (H, N, N)
+        if mask is None:
+            attn = self.add_bias(attn, bias)
+        else:  # bias and mask summed once (nW, H, N, N), then added to every image's nW windows
             num_windows = mask.shape[0]
-            attn = attn.reshape(windows // num_windows, num_windows, self.num_heads, length, length)
-            attn = attn + mask.reshape(1, num_windows, 1, length, length).astype(attn.dtype)
-            attn = attn.reshape(windows, self.num_heads, length, length)
+            bias = bias + mask.reshape(num_windows, 1, length, length).astype(attn.dtype)
+            attn = self.add_bias(attn.reshape(windows // num_windows, num_windows, self.num_heads, length, length),
+                                 bias).reshape(windows, self.num_heads, length, length)
         out = self.weighted_sum(self.softmax(attn), v)
-        return self.proj(out.transpose(0, 2, 1, 3).reshape(windows, length, width))
+        return self.proj(self.swap_heads(out).reshape(windows, length, width))
 
     def extend_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
@@ -202,6 +207,7 @@ class PatchMerging(nn.Cell):
         self.resolution, self.dim = int(resolution), int(dim)
         self.norm = LayerNorm(4 * self.dim, eps)
         self.reduction = Linear(4 * self.dim, 2 * self.dim, bias=False)
+        self.parities_last = Permute((0, 1, 3, 4, 2, 5))
 
     def construct(self, x, height, width):
         batch, length, channels = x.shape
@@ -213,7 +219,7 @@ class PatchMerging(nn.Cell):
             if width % 2:
                 x = ops.concat((x, ops.zeros((batch, 2 * rows, 1, channels), x.dtype)), axis=2)
         # (B, H/2, row parity, W/2, col parity, C) → (B, H/2, W/2, col parity, row parity, C)
-        x = x.reshape(batch, rows, 2, cols, 2, channels).transpose(0, 1, 3, 4, 2, 5)
+        x = self.parities_last(x.reshape(batch, rows, 2, cols, 2, channels))
         return self.reduction(self.norm(x.reshape(batch, rows * cols, 4 * channels)))
 
 
