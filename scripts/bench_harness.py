@@ -8,7 +8,9 @@ calls (excluded from the results; the last one sizes a round to about ``min_roun
 rounds, one side after the other, never at the same time, alternating which goes first (torch, mindram | mindram,
 torch | ...), with ``os.getloadavg()`` recorded before each. Per side: throughput, wall and CPU time per call (CPU
 = ``time.process_time`` of the worker: all its threads), peak RSS (``getrusage`` of the worker) and the GFLOP/s of
-its GEMM peak (an ``n``³ fp32 matmul in its framework, after the rounds). The ratio is mindram ÷ torch throughput,
+its GEMM peak (an ``n``³ fp32 matmul in its framework, after the rounds); peak RSS is split at the end of setup
+(see ``bench_worker.py``: running = first call with compilation, warm-up and rounds; setup = building, loading and
+writing the shared files). The ratio is mindram ÷ torch throughput,
 per round, summarised by median and min–max. GFLOP/s = FLOPs of one call ÷ wall time; % of peak divides it by the
 best GEMM GFLOP/s of the run.
 """
@@ -324,7 +326,8 @@ def _fmt(value, spec):
 
 
 def table_rows(document):
-    """One row per case: name, torch/s, mindram/s, ratio median [min–max], GFLOP/s, % of peak, peak RSS, max|diff|."""
+    """One row per case: name, torch/s, mindram/s, ratio median [min–max], GFLOP/s, % of peak, peak RSS while
+    running and during setup, max|diff|."""
     rows = []
     for case in document["cases"]:
         if "error" in case:
@@ -340,14 +343,15 @@ def table_rows(document):
             f"{_fmt(ref['gflops'] and ref['gflops']['median'], '.1f')} / "
             f"{_fmt(cand['gflops'] and cand['gflops']['median'], '.1f')}",
             f"{_fmt(ref.get('pct_of_gemm_peak'), '.0f')} / {_fmt(cand.get('pct_of_gemm_peak'), '.0f')}",
-            f"{ref['peak_rss_mib']:.0f} / {cand['peak_rss_mib']:.0f}",
+            f"{_fmt(ref.get('run_peak_rss_mib'), '.0f')} / {_fmt(cand.get('run_peak_rss_mib'), '.0f')}",
+            f"{_fmt(ref.get('setup_peak_rss_mib'), '.0f')} / {_fmt(cand.get('setup_peak_rss_mib'), '.0f')}",
             diff if isinstance(diff, str) else _fmt(diff, ".1e"),
         ])
     return rows
 
 
 TABLE_HEADER = ["case", "torch/s", "mindram/s", "ratio median [min–max]", "GFLOP/s torch / mindram",
-                "% GEMM peak", "peak RSS MiB", "max|diff|"]
+                "% GEMM peak", "peak RSS MiB running", "peak RSS MiB setup", "max|diff|"]
 
 
 def print_table(document, file=None):

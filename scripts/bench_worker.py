@@ -12,7 +12,10 @@ stderr stay free for the libraries' own output, which the parent keeps in a log 
 - ``output``: save the workload's output for the numerical check (``<workdir>/<side>_output.npy``).
 - ``flops``: the FLOPs of one call, when the workload counts them (the reference side does).
 - ``run``: ``iters`` calls; replies wall and CPU seconds (``time.process_time``: every thread of this process).
-- ``memory``: peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and current RSS, in MiB.
+- ``memory``: peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), current RSS, and, split at the end of
+  ``setup``, the peak of setup (building the model, loading and converting weights, writing the shared files) and
+  the peak while running (the output check's first call, which compiles graphs, the warm-up and the rounds:
+  Linux's ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; None where that is not possible), in MiB.
 - ``gemm``: GFLOP/s of an ``n``³ float32 matmul in the workload's framework, best of ``repeats``.
 - ``quit``.
 
@@ -126,6 +129,28 @@ def _rss_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _reset_peak_rss():
+    """Reset this process's ``VmHWM`` to its current RSS (Linux: ``5`` to ``/proc/self/clear_refs``); True if done."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return _status_mib("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _status_mib(key):
+    """A ``kB`` value of ``/proc/self/status`` in MiB, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _load_module(path):
     spec = importlib.util.spec_from_file_location(f"bench_workloads_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -140,10 +165,14 @@ class Worker:
         self.workload = None
         self.side = None
         self.workdir = None
+        self.setup_peak_mib = None
+        self.peak_was_reset = False
 
     def setup(self, module, factory, kwargs, workdir, side):
         self.side, self.workdir = side, Path(workdir)
         self.workload = getattr(_load_module(module), factory)(workdir=workdir, **kwargs)
+        self.setup_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.peak_was_reset = _reset_peak_rss()
         versions = {"python": sys.version.split()[0], "numpy": np.__version__, **self.workload.versions}
         return {"items": self.workload.items, "framework": self.workload.framework, "versions": versions}
 
@@ -163,9 +192,10 @@ class Worker:
             self.workload.run()
         return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "iters": int(iters)}
 
-    @staticmethod
-    def memory():
-        return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_mib": _rss_mib()}
+    def memory(self):
+        return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_mib": _rss_mib(),
+                "setup_peak_rss_mib": self.setup_peak_mib,
+                "run_peak_rss_mib": _status_mib("VmHWM") if self.peak_was_reset else None}
 
     def gemm(self, n, repeats):
         return {"gflops": gemm_gflops(self.workload.framework, int(n), int(repeats))}

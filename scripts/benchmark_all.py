@@ -190,8 +190,10 @@ def markdown(document, skipped):
              "matmul, convolution and attention FLOPs of the work (torch's FlopCounterMode on the reference); "
              "% GEMM peak divides it by the machine's measured fp32 GEMM rate. Rows ending in *onnxruntime* measure "
              "mindram's ONNX Runtime backend (`backend=\"onnxruntime\"` on an export of the same weights) instead of "
-             "its MindSpore graphs. Peak RSS is each worker's own "
-             "(`getrusage`), building and loading the model included. max|diff| compares the outputs (features, "
+             "its MindSpore graphs. Peak RSS is each worker's own, in two parts: *running* is the peak from the "
+             "first call (graph compilation included) through the rounds (Linux `VmHWM`, reset when setup ends); "
+             "*setup* is the peak of building the model and loading or converting its weights (the torch side "
+             "also writes the shared weights file, the mindram side reads it). max|diff| compares the outputs (features, "
              "tag logits, or the first training step's loss).", ""]
     lines += markdown_table(bench_harness.TABLE_HEADER, bench_harness.table_rows(document))
     if skipped:

@@ -126,6 +126,8 @@ def test_json_document_schema_and_atomic_write(harness, document, tmp_path):
     for key in ("throughput", "wall_s_per_call", "cpu_s_per_call", "gflops"):
         assert set(side[key]) == {"median", "min", "max"}
     assert side["peak_rss_mib"] > 1 and side["rss_mib"] > 1 and side["gemm_gflops"] > 0
+    assert 1 < side["setup_peak_rss_mib"] <= side["peak_rss_mib"]
+    assert side["run_peak_rss_mib"] is None or 1 < side["run_peak_rss_mib"] <= side["peak_rss_mib"] + 1
     assert side["versions"]["fake"] == "side" and side["framework"] == "numpy"
     peak = loaded["gemm_peak_gflops"]["machine"]
     assert peak == max(good["sides"][s]["gemm_gflops"] for s in ("torch", "mindram"))
