@@ -9,7 +9,7 @@ import numpy as np
 from ..utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
-from .linear import BiasAdd, BroadcastAdd, Linear
+from .linear import BiasAdd, Linear
 from .permute import Permute
 
 
@@ -35,7 +35,6 @@ class MultiheadAttention(nn.Cell):
         self.weighted_sum = ops.BatchMatMul()
         self.softmax = ops.Softmax(axis=-1)
         self.swap_heads = Permute((0, 2, 1, 3))   # (B, N, H, D) <-> (B, H, N, D)
-        self.add_mask = BroadcastAdd()
 
     def _heads(self, t, batch, length):
         return self.swap_heads(t.reshape(batch, length, self.num_heads, self.head_dim))
@@ -50,7 +49,7 @@ class MultiheadAttention(nn.Cell):
         v = self._heads(v, batch, length)
         attn = self.scores(q, k)
         if attn_mask is not None:
-            attn = self.add_mask(attn, attn_mask.astype(attn.dtype))
+            attn = attn + attn_mask.astype(attn.dtype)
         attn = self.softmax(attn)
         out = self.swap_heads(self.weighted_sum(attn, v)).reshape(batch, length, width)
         return self.out_proj(out)

@@ -30,7 +30,7 @@ import mindspore as ms
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, OutputExistsError
-from ..models.modeling_utils import read_checkpoint, write_checkpoint
+from ..models.modeling_utils import flat_shape, read_checkpoint, write_checkpoint
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,11 @@ def list_checkpoints(output_dir, run_id=None):
             if run_id is None or read_trainer_state(p).get("run_id") == run_id]
 
 
-def save_checkpoint(output_dir, train_cell, state, keep_last=3, config=None):
+def save_checkpoint(output_dir, train_cell, state, keep_last=3, config=None, flat=()):
     """Write ``checkpoint-<state['global_step']>`` atomically; keep the ``keep_last`` newest of its run.
+
+    ``flat``: names of parameters written in their checkpoint layout (the model's ``flat_checkpoint_parameters``),
+    as ``save_pretrained`` writes them, so that every checkpoint of a model stores the same shapes.
 
     The run is ``state['run_id']`` (all checkpoints of ``output_dir`` when it has none). A checkpoint of
     the same step written by another run is never replaced: :class:`OutputExistsError`.
@@ -91,7 +94,9 @@ def save_checkpoint(output_dir, train_cell, state, keep_last=3, config=None):
         params = {}
         for param in train_cell.get_parameters():
             params.setdefault(param.name, param)
-        write_checkpoint({k: ms.Tensor(v.asnumpy()) for k, v in params.items()}, tmp / "train_state.ckpt")
+        flat = set(flat)
+        write_checkpoint({k: ms.Tensor(v.asnumpy().reshape(flat_shape(v.shape)) if k in flat else v.asnumpy())
+                          for k, v in params.items()}, tmp / "train_state.ckpt")
         if config is not None:
             config.save(tmp / "config.yaml")
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")

@@ -13,7 +13,7 @@ import mindspore as ms
 from ...utils.random import init_rng
 from mindspore import Parameter, Tensor, nn, ops
 
-from ...layers import BroadcastAdd, Embedding, LayerNorm, PatchEmbed, Transformer
+from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
 from ...utils.graph import run_in_graph_mode
 from ..modeling_utils import PreTrainedModel
 from .configuration import CLIPConfig
@@ -44,7 +44,6 @@ class VisionTransformer(nn.Cell):
         self.conv1 = PatchEmbed(config.num_channels, width, config.patch_size, bias=False)
         self.class_embedding = _normal((width,), scale, rng)
         self.positional_embedding = _normal((config.grid_size ** 2 + 1, width), scale, rng)
-        self.add_position = BroadcastAdd()
         self.ln_pre = LayerNorm(width, config.layer_norm_eps)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
@@ -55,7 +54,7 @@ class VisionTransformer(nn.Cell):
         x = self.conv1(pixel_values.astype(self.compute_dtype))
         batch, _, width = x.shape
         cls = ops.broadcast_to(self.class_embedding.astype(x.dtype).reshape(1, 1, width), (batch, 1, width))
-        x = self.add_position(ops.concat((cls, x), axis=1), self.positional_embedding.astype(x.dtype))
+        x = ops.concat((cls, x), axis=1) + self.positional_embedding.astype(x.dtype)
         x = self.transformer(self.ln_pre(x))
         pooled = self.ln_post(x[:, 0, :])
         return ops.matmul(pooled, self.proj.astype(pooled.dtype)).astype(ms.float32)
@@ -71,7 +70,6 @@ class TextTransformer(nn.Cell):
         rng = init_rng()
         self.token_embedding = Embedding(config.vocab_size, width, std=0.02)
         self.positional_embedding = _normal((context, width), 0.01, rng)
-        self.add_position = BroadcastAdd()
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
         self.ln_final = LayerNorm(width, config.layer_norm_eps)
@@ -83,7 +81,7 @@ class TextTransformer(nn.Cell):
         input_ids = input_ids.astype(ms.int32)
         batch, length = input_ids.shape
         x = self.token_embedding(input_ids).astype(self.compute_dtype)
-        x = self.add_position(x, self.positional_embedding[:length].astype(x.dtype))
+        x = x + self.positional_embedding[:length].astype(x.dtype)
         x = self.transformer(x, self.attn_mask[:length, :length])
         # the EOT token has the largest id; layer norm is per token, so pool first
         eot = self.argmax(input_ids) + ops.arange(0, batch, dtype=ms.int32) * length

@@ -427,7 +427,8 @@ class BaseTrainer(abc.ABC):
 
         def save():
             if main:
-                save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config)
+                save_checkpoint(self.output_dir, step_cell, state, args.keep_checkpoint_max, self.model.config,
+                                getattr(self.model, "flat_checkpoint_parameters", ()))
 
         progress = tqdm(total=total_updates, initial=state["global_step"], desc=f"train {self.name}", unit="step",
                         disable=not main)
