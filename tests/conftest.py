@@ -99,6 +99,25 @@ def _user_cache_untouched():
                     "tests must write only under tmp_path / $MINDRAM_HOME", pytrace=False)
 
 
+@pytest.fixture
+def mode(request):
+    """Run the test in the MindSpore execution mode it is parametrized with (``indirect=True``), PyNative after."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    ms.set_context(mode=request.param)
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.fixture
+def kernel_lib():
+    """Path of mindram's C++ kernel library, built on first use (into the session's $MINDRAM_HOME, never at
+    collection time); skips the test when the kernels are disabled or cannot be built here."""
+    from mindram.layers import kernels  # pylint: disable=import-outside-toplevel
+    if kernels.kernels_disabled() or kernels.kernel_library() is None:
+        pytest.skip("C++ kernels unavailable (no compiler or disabled)")
+    return kernels.kernel_library()
+
+
 @pytest.fixture(autouse=True)
 def _private_home(monkeypatch):
     """Tests never read or write the user's ~/.cache/mindram, and never reach the network: a missing

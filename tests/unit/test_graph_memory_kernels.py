@@ -12,25 +12,10 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from mindram.layers import BroadcastAdd, Permute, kernels
-from mindram.layers.kernels import build
+from mindram.layers import BroadcastAdd, Permute
 
 REPO = Path(__file__).resolve().parents[2]
-MODES = [pytest.param(ms.PYNATIVE_MODE, id="pynative"), pytest.param(ms.GRAPH_MODE, id="graph")]
-
-
-@pytest.fixture
-def mode(request):
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
-@pytest.fixture
-def kernel_lib():
-    if build.kernels_disabled() or kernels.kernel_library() is None:
-        pytest.skip("C++ kernels unavailable (no compiler or disabled)")
-    return kernels.kernel_library()
+MODES = [pytest.param(ms.PYNATIVE_MODE, id="pynative"), pytest.param(ms.GRAPH_MODE, id="graph")]   # for `mode`
 
 
 class WeightedSum(nn.Cell):

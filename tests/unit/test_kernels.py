@@ -27,16 +27,7 @@ WIDTHS = (32, 512, 768, 1024, 1280, 1664)
 
 
 
-@pytest.fixture
-def kernel_lib():
-    """Path of the kernel library, built on first use (into the session's $MINDRAM_HOME, never at
-    collection time); skips the test when the kernels are disabled or cannot be built here."""
-    if build.kernels_disabled() or kernels.kernel_library() is None:
-        pytest.skip("C++ kernels unavailable (no compiler or disabled)")
-    return kernels.kernel_library()
-
-
-needs_kernels = pytest.mark.usefixtures("kernel_lib")
+needs_kernels = pytest.mark.usefixtures("kernel_lib")   # tests/conftest.py
 
 
 @pytest.fixture
@@ -48,14 +39,6 @@ def fresh_build(monkeypatch):
 
 def warnings_of(caplog):
     return [r.getMessage() for r in caplog.records if r.name == build.__name__ and r.levelno == logging.WARNING]
-
-
-@pytest.fixture
-def mode(request):
-    """Run the test in the requested execution mode and restore PyNative afterwards."""
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 def gelu64(x):
