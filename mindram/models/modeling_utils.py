@@ -199,6 +199,12 @@ def flat_shape(shape):
     return (int(np.prod(shape[:-1])), int(shape[-1])) if len(shape) > 1 else tuple(shape)
 
 
+def checkpoint_array(name, array, flat):
+    """``array`` (parameter ``name``'s values) in its checkpoint layout: flattened by :func:`flat_shape` when
+    ``name`` is in ``flat`` (a model's ``flat_checkpoint_parameters``), else unchanged."""
+    return array.reshape(flat_shape(array.shape)) if name in flat else array
+
+
 def load_state_dict(model, params, strict=True, source="state dict"):
     """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness.
 
@@ -319,8 +325,8 @@ class PreTrainedModel(nn.Cell):
         """``{name: np.ndarray}`` copies of every parameter, in the checkpoint layout
         (``flat_checkpoint_parameters`` flattened)."""
         flat = set(self.flat_checkpoint_parameters)
-        return {p.name: (p.asnumpy().reshape(flat_shape(p.shape)) if p.name in flat else p.asnumpy()).copy()
-                for p in self.get_parameters()}  # asnumpy() may share memory
+        return {p.name: checkpoint_array(p.name, p.asnumpy(), flat).copy()   # asnumpy() may share memory
+                for p in self.get_parameters()}
 
     def load_weights(self, source, strict=True):
         """Load a ``.ckpt``/``.safetensors`` path or a ``{name: array}`` dict into this model."""

@@ -30,7 +30,7 @@ import mindspore as ms
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, OutputExistsError
-from ..models.modeling_utils import flat_shape, read_checkpoint, write_checkpoint
+from ..models.modeling_utils import checkpoint_array, read_checkpoint, write_checkpoint
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def save_checkpoint(output_dir, train_cell, state, keep_last=3, config=None, fla
         for param in train_cell.get_parameters():
             params.setdefault(param.name, param)
         flat = set(flat)
-        write_checkpoint({k: ms.Tensor(v.asnumpy().reshape(flat_shape(v.shape)) if k in flat else v.asnumpy())
-                          for k, v in params.items()}, tmp / "train_state.ckpt")
+        write_checkpoint({k: ms.Tensor(checkpoint_array(k, v.asnumpy(), flat)) for k, v in params.items()},
+                         tmp / "train_state.ckpt")
         if config is not None:
             config.save(tmp / "config.yaml")
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
