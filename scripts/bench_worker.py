@@ -38,8 +38,8 @@ class Workload:
     """What a side runs: ``run()`` does one call (and waits for its result); it processes ``items`` units.
 
     ``output()`` (optional) returns the array compared across sides; ``flops()`` (optional) the FLOPs of one call;
-    ``framework``: ``torch``, ``mindspore``, ``onnxruntime`` or ``numpy`` (whose matmul measures the GEMM peak); ``versions``: a
-    dict of library versions and settings recorded with the results.
+    ``framework``: ``torch``, ``mindspore``, ``onnxruntime`` or ``numpy`` (whose matmul measures the GEMM peak);
+    ``versions``: a dict of library versions and settings recorded with the results.
     """
 
     def __init__(self, run, items, framework, output=None, flops=None, versions=None):

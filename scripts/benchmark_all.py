@@ -45,8 +45,9 @@ PRESETS = {
                  "onnxruntime"], ram_vit="swin_l",
                  ram_batch_sizes=[1, 4], train_batch_sizes=[32], rounds=7, heavy_rounds=5, min_round_s=2.0, warmup=2,
                  heavy_warmup=1),
-    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], backends=["mindspore"], ram_vit="swin_b", ram_batch_sizes=[1],
-                  train_batch_sizes=[8], rounds=5, heavy_rounds=5, min_round_s=1.0, warmup=2, heavy_warmup=1),
+    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], backends=["mindspore"], ram_vit="swin_b",
+                  ram_batch_sizes=[1], train_batch_sizes=[8], rounds=5, heavy_rounds=5, min_round_s=1.0, warmup=2,
+                  heavy_warmup=1),
 }
 GROUPS = ("clip", "ram", "train")
 NOT_RUN = "not yet run"
@@ -193,8 +194,8 @@ def markdown(document, skipped):
              "its MindSpore graphs. Peak RSS is each worker's own, in two parts: *running* is the peak from the "
              "first call (graph compilation included) through the rounds (Linux `VmHWM`, reset when setup ends); "
              "*setup* is the peak of building the model and loading or converting its weights (the torch side "
-             "also writes the shared weights file, the mindram side reads it). max|diff| compares the outputs (features, "
-             "tag logits, or the first training step's loss).", ""]
+             "also writes the shared weights file, the mindram side reads it). max|diff| compares the outputs "
+             "(features, tag logits, or the first training step's loss).", ""]
     lines += markdown_table(bench_harness.TABLE_HEADER, bench_harness.table_rows(document))
     if skipped:
         lines += [""] + [f"Not measured (the run stopped or was still going when this was written): {reason}."

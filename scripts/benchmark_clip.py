@@ -103,15 +103,20 @@ def mindspore_versions():
             "device": ms.get_context("device_target")}
 
 
+def tower_call(encoder, inputs, tower):
+    """``(encoder's feature method of the tower, its input array)`` from the inputs the reference side wrote."""
+    if tower == "image":
+        return encoder.get_image_features, inputs["pixels"]
+    return encoder.get_text_features, inputs["input_ids"]
+
+
 def mindram_tower(workdir, model, tower, batch):
     """mindram's ``get_image_features`` / ``get_text_features`` (compiled graph) on the same inputs."""
     import mindspore as ms
     clip, inputs = load_mindram_clip(workdir, model)
     clip.set_train(False)
-    if tower == "image":   # tensors made once, as the torch side's
-        encode, data = clip.get_image_features, ms.Tensor(inputs["pixels"])
-    else:
-        encode, data = clip.get_text_features, ms.Tensor(inputs["input_ids"])
+    encode, array = tower_call(clip, inputs, tower)
+    data = ms.Tensor(array)   # made once, as the torch side's
 
     def run():
         return encode(data).asnumpy()
@@ -146,8 +151,7 @@ def onnxruntime_tower(workdir, model, tower, batch):
         raise RuntimeError(f"ONNX export of {model} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     backend = load_backend("onnxruntime", str(Path(workdir) / EXPORT), verify=False)
     inputs = safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
-    encode, data = ((backend.get_image_features, inputs["pixels"]) if tower == "image" else
-                    (backend.get_text_features, inputs["input_ids"]))
+    encode, data = tower_call(backend, inputs, tower)
 
     def run():
         return encode(data)

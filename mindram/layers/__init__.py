@@ -8,5 +8,5 @@ from .patch_embed import PatchEmbed
 from .permute import Permute
 from .transformer import MLP, ResidualAttentionBlock, Transformer
 
-__all__ = ["GELU", "QuickGELU", "get_activation", "MultiheadAttention", "Embedding", "BroadcastAdd", "Linear", "LayerNorm",
-           "PatchEmbed", "Permute", "MLP", "ResidualAttentionBlock", "Transformer"]
+__all__ = ["GELU", "QuickGELU", "get_activation", "MultiheadAttention", "Embedding", "BroadcastAdd", "Linear",
+           "LayerNorm", "PatchEmbed", "Permute", "MLP", "ResidualAttentionBlock", "Transformer"]
