@@ -101,11 +101,13 @@ def _user_cache_untouched():
 
 @pytest.fixture
 def mode(request):
-    """Run the test in the MindSpore execution mode it is parametrized with (``indirect=True``), PyNative after."""
+    """Run the test in the MindSpore execution mode it is parametrized with (``indirect=True``), the previous
+    mode after."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
+    previous = ms.get_context("mode")
     ms.set_context(mode=request.param)
     yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_context(mode=previous)
 
 
 @pytest.fixture
@@ -116,6 +118,28 @@ def kernel_lib():
     if kernels.kernels_disabled() or kernels.kernel_library() is None:
         pytest.skip("C++ kernels unavailable (no compiler or disabled)")
     return kernels.kernel_library()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_mode():
+    """MindSpore's execution mode when the session starts (before any module-scoped fixture runs)."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return ms.get_context("mode")
+
+
+@pytest.fixture(autouse=True)
+def _execution_mode_restored(_session_mode):
+    """A test that leaves MindSpore's execution mode other than the session's (also from a module-scoped
+    fixture) fails, and the mode is put back: with ``--dist loadfile`` the next file on the same worker would
+    otherwise run in that mode (a PyNative test's lambda under GRAPH_MODE fails to parse, depending only on
+    which files share a worker)."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    yield
+    after = ms.get_context("mode")
+    if after != _session_mode:
+        ms.set_context(mode=_session_mode)
+        pytest.fail(f"the test left MindSpore's execution mode at {after} (the session's is {_session_mode}); "
+                    "restore it (the `mode` fixture does)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -30,13 +30,18 @@ def global_batch():
 
 
 def loss_and_grads(loss_cell, image, text, scale):
-    """(loss, d/d image, d/d text, d/d scale) of ``loss_cell(image, text, scale)`` in graph mode."""
+    """(loss, d/d image, d/d text, d/d scale) of ``loss_cell(image, text, scale)`` in graph mode; the caller's
+    execution mode is restored afterwards (the single-process side runs in the pytest worker)."""
     import mindspore as ms
 
+    previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
-    args = [ms.Tensor(a) for a in (image, text, scale)]
-    loss, grads = ms.value_and_grad(loss_cell, grad_position=(0, 1, 2))(*args)
-    return [loss.asnumpy()] + [g.asnumpy() for g in grads]
+    try:
+        args = [ms.Tensor(a) for a in (image, text, scale)]
+        loss, grads = ms.value_and_grad(loss_cell, grad_position=(0, 1, 2))(*args)
+        return [loss.asnumpy()] + [g.asnumpy() for g in grads]
+    finally:
+        ms.set_context(mode=previous)
 
 
 def worker(out_dir):
