@@ -31,6 +31,7 @@ from ..errors import ConfigError, DataError
 from ..models.ram import RAM, RAMConfig, RAMImageProcessor, RAMPlus
 from ..models.ram import openset
 from ..models.ram.tags import Vocabulary, resolve_thresholds
+from ..utils.random import no_init_weights
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +293,8 @@ def _torch_checkpoint(cls, path, image_size, vit, overrides):
         raise ConfigError(f"{path}: the weights are vit={config.vit!r} at image_size={config.image_size}, not "
                           f"vit={vit!r}, image_size={image_size}")
     params, _ = convert_state_dict(source, config)
-    model = cls(config.replace(**overrides) if overrides else config)
+    with no_init_weights():   # loaded strictly next
+        model = cls(config.replace(**overrides) if overrides else config)
     model.load_weights(params)
     return model
 

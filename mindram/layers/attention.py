@@ -6,8 +6,8 @@ feature axis before the head transpose (integer-indexing a packed (3, B, H, N, D
 StridedSlice on CPU).
 """
 import numpy as np
-from ..utils.random import init_rng
-from mindspore import Parameter, Tensor, nn, ops
+from ..utils.random import constant_parameter, init_parameter, init_rng
+from mindspore import nn, ops
 
 from .linear import BiasAdd, Linear
 from .permute import Permute
@@ -25,9 +25,9 @@ class MultiheadAttention(nn.Cell):
         self.scale = self.head_dim ** -0.5
         bound = float(np.sqrt(6.0 / (4 * self.dim)))  # xavier_uniform on (3C, C), as torch
         rng = init_rng()
-        self.in_proj_weight = Parameter(
-            Tensor(rng.uniform(-bound, bound, (3 * self.dim, self.dim)).astype(np.float32)), name="in_proj_weight")
-        self.in_proj_bias = Parameter(Tensor(np.zeros(3 * self.dim, np.float32)), name="in_proj_bias")
+        shape = (3 * self.dim, self.dim)
+        self.in_proj_weight = init_parameter(shape, lambda: rng.uniform(-bound, bound, shape), name="in_proj_weight")
+        self.in_proj_bias = constant_parameter((3 * self.dim,), 0.0, name="in_proj_bias")
         self.out_proj = Linear(self.dim, self.dim)
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = BiasAdd()

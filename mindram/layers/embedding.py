@@ -1,7 +1,6 @@
 """Token embedding with torch's parameter name (``weight``), a plain row gather."""
-import numpy as np
-from ..utils.random import init_rng
-from mindspore import Parameter, Tensor, nn, ops
+from ..utils.random import init_parameter, init_rng
+from mindspore import nn, ops
 
 
 class Embedding(nn.Cell):
@@ -10,8 +9,8 @@ class Embedding(nn.Cell):
     def __init__(self, num_embeddings, embedding_dim, std=0.02):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        init = init_rng().normal(0.0, std, (self.num_embeddings, self.embedding_dim))
-        self.weight = Parameter(Tensor(init.astype(np.float32)), name="weight")
+        rng, shape = init_rng(), (self.num_embeddings, self.embedding_dim)
+        self.weight = init_parameter(shape, lambda: rng.normal(0.0, std, shape), name="weight")
 
     def construct(self, ids):
         return ops.gather(self.weight, ids, 0)

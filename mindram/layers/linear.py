@@ -5,17 +5,16 @@ fast GEMM path and never broadcasts the weight into a batched matmul (see docs/p
 """
 import math
 
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import nn, ops
 
-from ..utils.random import init_rng
+from ..utils.random import init_parameter, init_rng
 from .kernels import bias_add_primitive, kernel_input
 
 
-def uniform_init(shape, bound, rng=None):
-    """Uniform(-bound, bound) float32 array (torch's default Linear init has bound 1/sqrt(fan_in))."""
-    rng = rng or init_rng()
-    return Tensor(rng.uniform(-bound, bound, size=shape).astype(np.float32))
+def uniform_parameter(shape, bound, name):
+    """A parameter initialised Uniform(-bound, bound) (torch's default Linear init has bound 1/sqrt(fan_in))."""
+    rng = init_rng()
+    return init_parameter(shape, lambda: rng.uniform(-bound, bound, size=shape), name=name)
 
 
 class BiasAdd(nn.Cell):
@@ -60,9 +59,9 @@ class Linear(nn.Cell):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(self.in_features)
-        self.weight = Parameter(uniform_init((self.out_features, self.in_features), bound), name="weight")
+        self.weight = uniform_parameter((self.out_features, self.in_features), bound, name="weight")
         self.has_bias = bool(bias)
-        self.bias = Parameter(uniform_init((self.out_features,), bound), name="bias") if bias else None
+        self.bias = uniform_parameter((self.out_features,), bound, name="bias") if bias else None
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = BiasAdd()
 

@@ -9,8 +9,9 @@ an ulp); other dtypes, dynamic shapes and machines without the kernel use ``ops.
 The gradient runs as a C++ kernel too (dx, dweight, dbias in one pass; ``MINDRAM_BUILTIN_KERNEL_GRADS=1``
 uses the built-in ``ops.LayerNorm``'s gradient instead).
 """
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import nn, ops
+
+from ..utils.random import constant_parameter
 
 from .kernels import eps_tensor, kernel_input, layer_norm_primitive
 
@@ -22,8 +23,8 @@ class LayerNorm(nn.Cell):
         super().__init__()
         self.normalized_shape = int(normalized_shape)
         self.eps = float(eps)
-        self.weight = Parameter(Tensor(np.ones(self.normalized_shape, np.float32)), name="weight")
-        self.bias = Parameter(Tensor(np.zeros(self.normalized_shape, np.float32)), name="bias")
+        self.weight = constant_parameter(self.normalized_shape, 1.0, name="weight")
+        self.bias = constant_parameter(self.normalized_shape, 0.0, name="bias")
         self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=self.eps)
         self.kernel = layer_norm_primitive(self.eps)
         self.use_kernel = self.kernel is not None

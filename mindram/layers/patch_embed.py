@@ -6,8 +6,8 @@ flatten each patch in (channel, row, col) order and multiply by the conv weight 
 The parameter keeps the conv layout (C_out, C_in, P, P) and torch's name ``weight``.
 """
 import numpy as np
-from ..utils.random import init_rng
-from mindspore import Parameter, Tensor, nn, ops
+from ..utils.random import constant_parameter, init_parameter, init_rng
+from mindspore import nn, ops
 from .linear import BiasAdd
 from .permute import Permute
 
@@ -23,9 +23,9 @@ class PatchEmbed(nn.Cell):
         bound = 1.0 / np.sqrt(fan_in)
         rng = init_rng()
         shape = (self.embed_dim, self.in_chans, self.patch_size, self.patch_size)
-        self.weight = Parameter(Tensor(rng.uniform(-bound, bound, shape).astype(np.float32)), name="weight")
+        self.weight = init_parameter(shape, lambda: rng.uniform(-bound, bound, shape), name="weight")
         self.has_bias = bool(bias)
-        self.bias = Parameter(Tensor(np.zeros(self.embed_dim, np.float32)), name="bias") if bias else None
+        self.bias = constant_parameter((self.embed_dim,), 0.0, name="bias") if bias else None
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = BiasAdd()
         self.patches_last = Permute((0, 2, 4, 1, 3, 5))   # (B, C, gh, p, gw, p) -> (B, gh, gw, C, p, p)

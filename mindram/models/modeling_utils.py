@@ -4,7 +4,6 @@ model family implements (:class:`PreTrainedModel`'s class attributes; see ``docs
 Names resolve through :mod:`mindram.catalog`.
 Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither executes code.
 """
-import contextlib
 import functools
 import logging
 import sys
@@ -16,43 +15,19 @@ import safetensors.numpy
 from mindspore import Tensor, nn
 
 from .. import catalog
+from ..checkpoint import mindspore_ckpt
 from ..errors import CheckpointError
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.io import atomic_write
+from ..utils.random import no_init_weights
 from .pretrained_weights import fetch_checkpoint
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
-
-
-def _mem_available():
-    """Bytes of memory available to a new allocation (MemAvailable: free + reclaimable page cache)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-@contextlib.contextmanager
-def _page_cache_aware_memory_check():
-    """MindSpore 2.10 refuses a ``.ckpt`` larger than ``sysconf(SC_AVPHYS_PAGES)`` — *free* pages only, so
-    a machine whose memory sits in the page cache (any machine that has just written big files) is
-    reported as out of memory. Use MemAvailable for that check while loading."""
-    from mindspore.train import serialization
-    original = getattr(serialization, "_get_available_memory", None)
-    if original is None or _mem_available() is None:
-        yield
-        return
-    serialization._get_available_memory = _mem_available
-    try:
-        yield
-    finally:
-        serialization._get_available_memory = original
+_SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
+                       "I16": np.int16, "U16": np.uint16, "I32": np.int32, "U32": np.uint32, "I64": np.int64,
+                       "U64": np.uint64, "BOOL": np.bool_}
 
 
 def check_checkpoint_path(path):
@@ -65,94 +40,77 @@ def check_checkpoint_path(path):
     return path
 
 
-def _varint(f, end):
-    """Read one protobuf varint from ``f`` (not beyond offset ``end``)."""
-    value = shift = 0
-    while shift < 64 and f.tell() < end:
-        byte = f.read(1)[0]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value
-        shift += 7
-    raise ValueError(f"bad varint at offset {f.tell()}")
+def _checkpoint_error(path, error):
+    return CheckpointError(f"{path}: not a readable {path.suffix} checkpoint (truncated or corrupt: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())})")
 
 
-def _length_delimited(f, end):
-    """``(field number, payload end offset)`` of the next length-delimited protobuf field of ``f``."""
-    key = _varint(f, end)
-    if key & 7 != 2:
-        raise ValueError(f"unexpected protobuf wire type {key & 7} at offset {f.tell()}")
-    length = _varint(f, end)
-    if f.tell() + length > end:
-        raise ValueError(f"a field of {length} bytes at offset {f.tell()} runs past the end of the file")
-    return key >> 3, f.tell() + length
-
-
-def _ckpt_names(path):
-    """Tensor names of a MindSpore ``.ckpt`` (``Checkpoint { repeated Value value = 1 }``, ``Value { string
-    tag = 1; ... }``), read by walking the protobuf framing without loading tensor data."""
-    names = []
-    end = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, end - 17))
-        if f.read(7) == b"crc_num":  # optional trailer of save_checkpoint(crc_check=True)
-            end -= 17
-        f.seek(0)
-        while f.tell() < end:
-            field, value_end = _length_delimited(f, end)
-            while field == 1 and f.tell() < value_end:
-                tag, tag_end = _length_delimited(f, value_end)
-                if tag == 1:
-                    names.append(f.read(tag_end - f.tell()).decode("utf-8"))
-                    break
-                f.seek(tag_end)
-            f.seek(value_end)
-    return names
-
-
-def checkpoint_names(path):
-    """Names of the tensors in a ``.ckpt``/``.safetensors`` file, read from its framing/header only (cheap
-    for any size; the whole framing is checked, so a truncated file is an error, as is a file without tensors)."""
+def checkpoint_index(path):
+    """``{name: (shape, numpy dtype)}`` of the tensors in a ``.ckpt``/``.safetensors`` file, in file order, read
+    from its framing/header only (cheap for any size; the whole framing is checked, so a truncated file is an
+    error, as is a file without tensors)."""
     path = check_checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         if path.suffix == ".safetensors":
             with safetensors.safe_open(str(path), framework="numpy") as f:
-                names = list(f.keys())
+                index = {}
+                for name in f.keys():
+                    tensor = f.get_slice(name)
+                    index[name] = (tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(tensor.get_dtype()))
         else:
-            names = _ckpt_names(path)
+            index = {name: (entry.shape, mindspore_ckpt.dtype_of(entry))
+                     for name, entry in mindspore_ckpt.read_index(path).items()}
     except Exception as e:  # safetensors raises SafetensorError, the protobuf walk ValueError/IndexError
-        raise CheckpointError(f"{path}: not a readable {path.suffix} checkpoint (truncated or corrupt: "
-                              f"{type(e).__name__}: {e})") from e
-    if not names:
+        raise _checkpoint_error(path, e) from e
+    if not index:
         raise CheckpointError(f"{path}: the checkpoint holds no tensors")
-    return names
+    return index
+
+
+def checkpoint_names(path):
+    """Names of the tensors in a ``.ckpt``/``.safetensors`` file (see :func:`checkpoint_index`)."""
+    return list(checkpoint_index(path))
+
+
+def iter_checkpoint(path, names=None):
+    """``(name, np.ndarray)`` for each tensor of ``path`` (only those in ``names`` if given), read one at a time:
+    loading holds one tensor of the file in memory beside the model, never the whole file."""
+    path = check_checkpoint_path(path)
+    index = checkpoint_index(path)   # a damaged framing is an error before anything is yielded
+    wanted = [name for name in index if names is None or name in names]
+    try:
+        if path.suffix == ".safetensors":
+            with safetensors.safe_open(str(path), framework="numpy") as f:
+                for name in wanted:
+                    yield name, f.get_tensor(name)
+        else:
+            entries = mindspore_ckpt.read_index(path)
+            with open(path, "rb") as f:
+                for name in wanted:
+                    yield name, mindspore_ckpt.read_tensor(f, entries[name])
+    except (OSError, ValueError) as e:
+        raise _checkpoint_error(path, e) from e
 
 
 def read_checkpoint(path):
     """Read a ``.ckpt`` (MindSpore protobuf) or ``.safetensors`` file into ``{name: np.ndarray}``.
 
-    ``.ckpt`` is one protobuf message (limited to 2 GB and read whole into memory); use
-    ``.safetensors`` for ViT-H and larger. Any unreadable file is a :class:`CheckpointError` naming it.
+    Any unreadable file is a :class:`CheckpointError` naming it. To load a model, ``load_weights(path)`` streams
+    the file instead of holding all of it.
     """
     path = check_checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".ckpt":
-        checkpoint_names(path)  # MindSpore parses garbage into an empty dict or reports an absolute path
-    try:
-        if path.suffix == ".safetensors":
-            params = safetensors.numpy.load_file(str(path))
-        else:
-            with _page_cache_aware_memory_check():
-                params = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
-    except Exception as e:  # mindspore raises ValueError/RuntimeError with little context
-        raise CheckpointError(f"{path}: not a readable {path.suffix} checkpoint ({' '.join(str(e).split())})") \
-            from e
-    if not params:
-        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
-    return params
+    return dict(iter_checkpoint(path))
+
+
+def shape_placeholders(path):
+    """``{name: array}`` of the right shape and dtype for each tensor of ``path`` without reading its values
+    (zero-stride views of one element): for code that only looks at shapes, such as ``config_from_state_dict``."""
+    return {name: np.broadcast_to(np.zeros((), dtype or np.float32), shape)
+            for name, (shape, dtype) in checkpoint_index(path).items()}
 
 
 def verify_checkpoint(path, expected):
@@ -205,42 +163,64 @@ def checkpoint_array(name, array, flat):
     return array.reshape(flat_shape(array.shape)) if name in flat else array
 
 
-def load_state_dict(model, params, strict=True, source="state dict"):
-    """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness.
+def _match_parameters(model, shapes, strict, source, ignore_unexpected=False):
+    """Check checkpoint tensors ``{name: shape}`` against ``model``'s parameters before anything is copied.
 
-    Returns ``(missing, unexpected)``. With ``strict`` any missing/unexpected key or shape mismatch
-    raises :class:`CheckpointError` listing them all.
-    """
+    A checkpoint may hold a parameter in another layout of the same values: a 0-d scalar (torch) for a (1,)
+    parameter (e.g. CLIP's logit_scale), or a declared flat array (``flat_checkpoint_parameters``). Returns
+    ``(own, missing, unexpected)``; any shape mismatch, and with ``strict`` any missing/unexpected key, raises
+    :class:`CheckpointError` listing them all."""
     own = {p.name: p for p in model.get_parameters()}
     flat = set(getattr(model, "flat_checkpoint_parameters", ()))
 
-    def layout(name, value):
-        """The parameter's shape for a checkpoint array stored in another layout of the same values: a 0-d
-        scalar (torch) for a (1,) parameter (e.g. CLIP's logit_scale), or a declared flat array."""
-        shape = tuple(own[name].shape)
-        if np.size(value) == 1 and int(np.prod(shape)) == 1:
-            return np.reshape(value, shape)
-        if name in flat and tuple(np.shape(value)) == flat_shape(shape):
-            return np.reshape(value, shape)   # a view of a contiguous array: no copy
-        return value
+    def fits(name, shape):
+        want = tuple(own[name].shape)
+        return shape == want or (int(np.prod(shape)) == 1 == int(np.prod(want))) or \
+            (name in flat and shape == flat_shape(want))
 
-    params = {k: layout(k, v) if k in own else v for k, v in params.items()}
-    missing = sorted(set(own) - set(params))
-    unexpected = sorted(set(params) - set(own))
-    mismatched = [f"{k}: checkpoint {tuple(np.shape(params[k]))} vs model {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(params)) if tuple(np.shape(params[k])) != tuple(own[k].shape)]
+    missing = sorted(set(own) - set(shapes))
+    unexpected = [] if ignore_unexpected else sorted(set(shapes) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(shapes[k])} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(shapes)) if not fits(k, tuple(shapes[k]))]
     if mismatched or (strict and (missing or unexpected)):
         raise CheckpointError(
-            f"{source} does not match {type(model).__name__}{_family_hint(model, params)}: {len(missing)} missing "
+            f"{source} does not match {type(model).__name__}{_family_hint(model, shapes)}: {len(missing)} missing "
             f"{missing[:10]}, {len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape mismatches "
             f"{mismatched[:10]}")
-    for name, param in own.items():
-        if name in params:
-            value = np.asarray(params[name])
-            param.set_data(Tensor(value, dtype=param.dtype))
     if missing or unexpected:
         logger.warning("%s: %d missing keys %s, %d unexpected keys %s", source, len(missing), missing[:10],
                        len(unexpected), unexpected[:10])
+    return own, missing, unexpected
+
+
+def _assign(param, value):
+    """Copy ``value`` (checked by :func:`_match_parameters`) into ``param``, in the parameter's shape and dtype."""
+    param.set_data(Tensor(np.reshape(np.asarray(value), tuple(param.shape)), dtype=param.dtype))
+
+
+def load_state_dict(model, params, strict=True, source="state dict"):
+    """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness first.
+
+    Returns ``(missing, unexpected)``. With ``strict`` any missing/unexpected key or shape mismatch
+    raises :class:`CheckpointError` listing them all (and nothing is copied).
+    """
+    own, missing, unexpected = _match_parameters(model, {k: np.shape(v) for k, v in params.items()}, strict, source)
+    for name, param in own.items():
+        if name in params:
+            _assign(param, params[name])
+    return missing, unexpected
+
+
+def load_checkpoint_file(model, path, strict=True, ignore_unexpected=False):
+    """Load checkpoint file ``path`` into ``model`` one tensor at a time (the file is never held whole: peak
+    memory is the model plus one tensor). Names and shapes are checked from the file's framing first, as in
+    :func:`load_state_dict`; with ``ignore_unexpected`` tensors the model lacks (e.g. the optimizer state of a
+    ``train_state.ckpt``) are skipped silently. Returns ``(missing, unexpected)``."""
+    index = checkpoint_index(path)
+    own, missing, unexpected = _match_parameters(model, {k: shape for k, (shape, _) in index.items()}, strict,
+                                                 str(path), ignore_unexpected=ignore_unexpected)
+    for name, value in iter_checkpoint(path, names=set(own)):
+        _assign(own[name], value)
     return missing, unexpected
 
 
@@ -328,11 +308,15 @@ class PreTrainedModel(nn.Cell):
         return {p.name: checkpoint_array(p.name, p.asnumpy(), flat).copy()   # asnumpy() may share memory
                 for p in self.get_parameters()}
 
-    def load_weights(self, source, strict=True):
-        """Load a ``.ckpt``/``.safetensors`` path or a ``{name: array}`` dict into this model."""
+    def load_weights(self, source, strict=True, ignore_unexpected=False):
+        """Load a ``.ckpt``/``.safetensors`` path (streamed, one tensor at a time) or a ``{name: array}`` dict into
+        this model; see :func:`load_checkpoint_file`."""
         if isinstance(source, dict):
+            if ignore_unexpected:
+                own = {p.name for p in self.get_parameters()}
+                source = {k: v for k, v in source.items() if k in own}
             return load_state_dict(self, source, strict=strict)
-        return load_state_dict(self, read_checkpoint(source), strict=strict, source=str(source))
+        return load_checkpoint_file(self, source, strict=strict, ignore_unexpected=ignore_unexpected)
 
     def save_pretrained(self, directory):
         """Write ``config.yaml`` and ``model.ckpt`` into ``directory`` (atomically each)."""
@@ -355,12 +339,13 @@ class PreTrainedModel(nn.Cell):
         """Config stored beside a checkpoint (``<stem>.yaml``), else inferred from its shapes."""
         sidecar = Path(ckpt_path).with_suffix(".yaml")
         if sidecar.is_file():
-            return cls.config_class.from_yaml(sidecar), None
-        params = read_checkpoint(ckpt_path)
-        return cls.config_from_state_dict(params, source=str(ckpt_path)), params
+            return cls.config_class.from_yaml(sidecar)
+        return cls.config_from_state_dict(shape_placeholders(ckpt_path), source=str(ckpt_path))
 
     @classmethod
     def config_from_state_dict(cls, params, source="state dict"):
+        """The config of weights ``params`` ``{name: array}``, read from their names and shapes only (loading a
+        file passes :func:`shape_placeholders`, whose values are not the weights)."""
         raise CheckpointError(f"{cls.__name__} cannot infer its config from {source}; "
                               f"put a config.yaml beside it")
 
@@ -373,7 +358,6 @@ class PreTrainedModel(nn.Cell):
         (:mod:`mindram.hub`; ``MINDRAM_OFFLINE=1`` turns that into an error that says what to fetch)."""
         catalog.check_model_path(name_or_path)  # a mistyped path is a missing path, not an unknown name
         path = Path(str(name_or_path)).expanduser()
-        params = None
         if path.is_dir():
             config = cls.config_class.from_pretrained(path)
             ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
@@ -381,7 +365,7 @@ class PreTrainedModel(nn.Cell):
                 raise CheckpointError(f"{path}: no .ckpt or .safetensors file in the directory")
             ckpt = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
         elif path.suffix in (".ckpt", ".safetensors"):
-            config, params = cls._config_for_checkpoint(path)
+            config = cls._config_for_checkpoint(path)
             ckpt = path
         else:
             record = catalog.resolve(cls.family, str(name_or_path))
@@ -391,8 +375,9 @@ class PreTrainedModel(nn.Cell):
                 ckpt = fetch_checkpoint(record)  # downloads, verifies and converts on first use
         if config_overrides:
             config = config.replace(**config_overrides)
-        model = cls(config)
-        model.load_weights(params if params is not None else ckpt)
+        with no_init_weights():   # every parameter is loaded next (strictly): no random values to throw away
+            model = cls(config)
+        model.load_weights(ckpt)
         model.set_train(False)
         logger.info("loaded %s from %s", cls.__name__, ckpt)
         return model

@@ -10,8 +10,8 @@ mode; losses live in :mod:`mindram.losses`.
 """
 import numpy as np
 import mindspore as ms
-from ...utils.random import init_rng
-from mindspore import Parameter, Tensor, nn, ops
+from ...utils.random import constant_parameter, init_parameter, init_rng
+from mindspore import Tensor, nn, ops
 
 from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
 from ...utils.graph import run_in_graph_mode
@@ -24,7 +24,7 @@ _DTYPES = {"float32": ms.float32, "float16": ms.float16}
 
 
 def _normal(shape, std, rng):
-    return Parameter(Tensor(rng.normal(0.0, std, shape).astype(np.float32)))
+    return init_parameter(shape, lambda: rng.normal(0.0, std, shape))
 
 
 def l2_normalize(x, eps=1e-12):
@@ -113,8 +113,7 @@ class CLIPModel(PreTrainedModel):
         self.visual = VisionTransformer(config.vision_config, config.projection_dim, dtype)
         self.text = TextTransformer(config.text_config, config.projection_dim, dtype)
         # shape (1,), not 0-d as in torch: MindSpore's fused AdamWeightDecay kernel rejects 0-d parameters
-        self.logit_scale = Parameter(Tensor(np.full((1,), config.logit_scale_init_value, np.float32)),
-                                     name="logit_scale")
+        self.logit_scale = constant_parameter((1,), config.logit_scale_init_value, name="logit_scale")
 
     @property
     def image_size(self):

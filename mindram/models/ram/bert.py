@@ -15,8 +15,9 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
+from ...utils.random import constant_parameter
 from ...layers import Embedding, LayerNorm, Linear, Permute, get_activation
 
 
@@ -170,7 +171,7 @@ class BertLMPredictionHead(nn.Cell):
     def __init__(self, config):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.bias = Parameter(Tensor(np.zeros(config.vocab_size, np.float32)), name="bias")
+        self.bias = constant_parameter((config.vocab_size,), 0.0, name="bias")
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, hidden_states, word_embeddings):

@@ -23,6 +23,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ...utils.io import atomic_write, mindram_home
+from ...utils.random import no_init_weights
 from . import openset, tags
 from .mixed_vocabulary import mixed_vocabulary
 
@@ -81,7 +82,8 @@ def add_custom_tags(model, tag_names, descriptions=None, threshold=None, tag_nam
     config = model.config.replace(num_tags=len(vocabulary.names), **files)
     state = model.state_dict()
     state["label_embed"] = np.ascontiguousarray(embed, np.float32)
-    extended = type(model)(config)
+    with no_init_weights():   # loaded strictly next
+        extended = type(model)(config)
     extended.load_weights(state)
     extended.set_train(model.training)
     added = len(vocabulary.names) - model.config.num_tags

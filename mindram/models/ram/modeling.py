@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
 from ...errors import ConfigError
 from ...layers import Linear, Permute
 from ...utils.arrays import l2_normalize
 from ...utils.graph import run_in_graph_mode
-from ...utils.random import init_rng
+from ...utils.random import constant_parameter, init_parameter, init_rng
 from ..modeling_utils import PreTrainedModel
 from ..swin import SwinTransformer, swin_layer_id, swin_num_layer_ids
 from . import openset, tags
@@ -50,11 +50,12 @@ class TaggingHeadMixin:
         # RAM++ holds its K*D description rows as (K, D, E) (checkpoints: (K*D, E), see flat_checkpoint_parameters):
         # the head reads them with batched GEMMs and never reshapes them (a graph reshape copies all 457 MiB)
         shape = (config.num_tags, config.descriptions_per_tag, width) if self.is_plus else (config.num_tags, width)
-        self.label_embed = Parameter(Tensor(_unit_rows(shape, init_rng())), name="label_embed", requires_grad=False)
+        rng = init_rng()
+        self.label_embed = init_parameter(shape, lambda: _unit_rows(shape, rng), name="label_embed",
+                                          requires_grad=False)
         if self.is_plus:
             # shape (1,), not 0-d as in torch: MindSpore's fused AdamWeightDecay kernel rejects 0-d parameters
-            self.reweight_scale = Parameter(Tensor(np.full((1,), config.reweight_scale_init, np.float32)),
-                                            name="reweight_scale")
+            self.reweight_scale = constant_parameter((1,), config.reweight_scale_init, name="reweight_scale")
         self.image_proj = Linear(config.vision_width, width)
         self.has_wordvec_proj = head.hidden_size != width  # the reference uses nn.Identity when equal
         if self.has_wordvec_proj:

@@ -25,17 +25,18 @@ import functools
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
 from ...layers import MLP, BroadcastAdd, LayerNorm, Linear, PatchEmbed, Permute
-from ...utils.random import init_rng
+from ...utils.random import init_parameter, init_rng
 from .configuration import SwinConfig, input_shape_error
 from .windows import bicubic_resize_matrix, relative_position_index, window_plan
 
 
-def _normal(shape, std=0.02):
-    """N(0, std²) init (the reference's ``trunc_normal_`` truncates at ±2, i.e. ±100σ: never)."""
-    return Tensor(init_rng().normal(0.0, std, shape).astype(np.float32))
+def _normal(shape, name, std=0.02):
+    """A parameter initialised N(0, std²) (the reference's ``trunc_normal_`` truncates at ±2, i.e. ±100σ: never)."""
+    rng = init_rng()
+    return init_parameter(shape, lambda: rng.normal(0.0, std, shape), name=name)
 
 
 TO_WINDOWS, FROM_WINDOWS, MASK, BIAS_INDEX = range(4)  # positions in _plan_tensors
@@ -111,8 +112,8 @@ class WindowAttention(nn.Cell):
         self.dim, self.window_size, self.num_heads = int(dim), int(window_size), int(num_heads)
         self.head_dim = self.dim // self.num_heads
         self.scale = float(qk_scale) if qk_scale else self.head_dim ** -0.5
-        self.relative_position_bias_table = Parameter(
-            _normal(((2 * self.window_size - 1) ** 2, self.num_heads)), name="relative_position_bias_table")
+        self.relative_position_bias_table = _normal(((2 * self.window_size - 1) ** 2, self.num_heads),
+                                                    name="relative_position_bias_table")
         self.relative_position_index = Tensor(relative_position_index(self.window_size).reshape(-1), ms.int32)
         self.qkv = Linear(self.dim, 3 * self.dim, bias=qkv_bias)
         self.proj = Linear(self.dim, self.dim)
@@ -276,8 +277,7 @@ class SwinTransformer(nn.Cell):
         self.patch_embed = SwinPatchEmbed(config)
         self.ape = config.ape
         if self.ape:
-            self.absolute_pos_embed = Parameter(_normal((1, self.grid ** 2, config.embed_dim)),
-                                                name="absolute_pos_embed")
+            self.absolute_pos_embed = _normal((1, self.grid ** 2, config.embed_dim), name="absolute_pos_embed")
         stages = config.stages()
         rates = np.linspace(0.0, config.drop_path_rate, sum(s.depth for s in stages)).tolist()
         starts = np.cumsum([0] + [s.depth for s in stages]).tolist()

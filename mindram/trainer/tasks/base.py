@@ -21,13 +21,13 @@ from tqdm.auto import tqdm
 from ... import catalog
 from ...data import shard_pipelines, steps_per_epoch
 from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
-from ...models.modeling_utils import read_checkpoint
 from ...models.pretrained_weights import fetch_checkpoint
 from ...parallel import distribute_network, init_parallel, parallel_settings
 from ...parallel.recompute import apply_recompute
 from ...registry import MindFormerModuleType, MindFormerRegister
 from ...utils.graph import run_in_graph_mode
 from ...utils.io import atomic_write
+from ...utils.random import no_init_weights
 from ..checkpointing import (TRAIN_LOG, check_resume_settings, list_checkpoints, load_checkpoint, new_run_id,
                              read_best, read_trainer_state, refuse_previous_run, remove_previous_run,
                              remove_stale_temporaries, resolve_checkpoint, rewind_run, save_best_model,
@@ -102,20 +102,21 @@ class BaseTrainer(abc.ABC):
             if not load:
                 raise ConfigError("run config has neither model.model_config nor load_checkpoint: nothing to build")
             return cls.from_pretrained(load)
-        model = cls(cls.config_class.from_dict(model_cfg["model_config"].to_dict()))
-        if load:
-            self._load_initial_weights(model, self._checkpoint_file(cls, load))
-            logger.info("initialised %s from %s", arch, load)
+        config = cls.config_class.from_dict(model_cfg["model_config"].to_dict())
+        if not load:
+            return cls(config)
+        file = self._checkpoint_file(cls, load)
+        with no_init_weights():   # loaded strictly next
+            model = cls(config)
+        self._load_initial_weights(model, file)
+        logger.info("initialised %s from %s", arch, load)
         return model
 
     @staticmethod
     def _load_initial_weights(model, file):
         """Load ``file`` into ``model``; of a training checkpoint (``train_state.ckpt``) only the model's own
         parameters (it also holds the optimizer's moments and step), still requiring all of them."""
-        if Path(file).name != "train_state.ckpt":
-            return model.load_weights(file)
-        own = {p.name for p in model.get_parameters()}
-        return model.load_weights({k: v for k, v in read_checkpoint(file).items() if k in own})
+        return model.load_weights(file, ignore_unexpected=Path(file).name == "train_state.ckpt")
 
     @classmethod
     def model_class(cls, name_or_path):
