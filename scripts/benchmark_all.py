@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the performance issue's benchmark cases with ``bench_harness`` and write ``docs/benchmarks.md``.
 
-    python scripts/benchmark_all.py [--quick] [--groups clip ram train] [--match TEXT ...] \\
+    python scripts/benchmark_all.py [--quick] [--groups clip load ram train] [--match TEXT ...] \\
         [--reference_path /work/ref/recognize-anything --reference_deps /work/refdeps] [--json FILE]
 
 Cases (mindram vs torch, same weights, interleaved rounds in two worker processes; see ``bench_harness.py``):
@@ -9,6 +9,8 @@ Cases (mindram vs torch, same weights, interleaved rounds in two worker processe
 - ``clip``: CLIP image and text towers at batch 1, 8 and 32 for ViT-B-32, ViT-B-16 and ViT-L-14 (open_clip), with
   MindSpore and, as a second candidate, mindram's ONNX Runtime backend on an export of the same weights
   (``--backends``; cases ending in ``onnxruntime``);
+- ``load``: loading pretrained CLIP weights (``CLIPModel.from_pretrained`` vs open_clip's
+  ``create_model(pretrained=FILE)``) for the same architectures (``--load_models``): seconds and peak memory;
 - ``ram``: RAM++ Swin-L 384 ``generate_tag`` at batch 1 and 4 against recognize-anything, when
   ``--reference_path`` / ``--reference_deps`` give an environment where it imports (otherwise skipped, and the
   document says why);
@@ -16,7 +18,7 @@ Cases (mindram vs torch, same weights, interleaved rounds in two worker processe
 
 ``--quick``: ViT-B-32 towers at batch 1 and 32, RAM++ Swin-B 384 at batch 1 (the smallest RAM++ both
 implementations configure), the training step at batch 8, 5 rounds of about 1 s. ``--models``,
-``--batch_sizes``, ``--ram_vit``, ``--ram_batch_sizes``, ``--train_batch_sizes`` override either preset and
+``--batch_sizes``, ``--load_models``, ``--ram_vit``, ``--ram_batch_sizes``, ``--train_batch_sizes`` override either preset and
 ``--match`` keeps the cases whose name contains one of the given texts. A case that fails (after ``--retries``
 more tries) is reported as one line in the table and the run goes on. The document (``--output``, default
 ``docs/benchmarks.md``) and ``--json`` are written atomically after every case, so that an interrupted run
@@ -37,19 +39,21 @@ for _path in (str(HERE), str(ROOT)):
 
 import bench_harness  # noqa: E402
 import benchmark_clip  # noqa: E402
+import benchmark_load  # noqa: E402
 import benchmark_ram  # noqa: E402
 import benchmark_train_step  # noqa: E402
 
 PRESETS = {
     "full": dict(models=["ViT-B-32", "ViT-B-16", "ViT-L-14"], batch_sizes=[1, 8, 32], backends=["mindspore",
-                 "onnxruntime"], ram_vit="swin_l",
+                 "onnxruntime"], load_models=["ViT-B-32", "ViT-B-16", "ViT-L-14"], ram_vit="swin_l",
                  ram_batch_sizes=[1, 4], train_batch_sizes=[32], rounds=7, heavy_rounds=5, min_round_s=2.0, warmup=2,
                  heavy_warmup=1),
-    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], backends=["mindspore"], ram_vit="swin_b",
+    "quick": dict(models=["ViT-B-32"], batch_sizes=[1, 32], backends=["mindspore"], load_models=["ViT-B-32"],
+                  ram_vit="swin_b",
                   ram_batch_sizes=[1], train_batch_sizes=[8], rounds=5, heavy_rounds=5, min_round_s=1.0, warmup=2,
                   heavy_warmup=1),
 }
-GROUPS = ("clip", "ram", "train")
+GROUPS = ("clip", "load", "ram", "train")
 NOT_RUN = "not yet run"
 
 
@@ -64,6 +68,7 @@ def parse_args(argv):
     parser.add_argument("--batch_sizes", type=int, nargs="+", help="batch sizes of the tower cases")
     parser.add_argument("--backends", nargs="+", choices=sorted(benchmark_clip.CANDIDATES),
                         help="mindram backends of the tower cases (onnxruntime: on an ONNX export)")
+    parser.add_argument("--load_models", nargs="+", help="open_clip architectures of the load cases")
     parser.add_argument("--ram_vit", choices=["swin_l", "swin_b"])
     parser.add_argument("--ram_batch_sizes", type=int, nargs="+")
     parser.add_argument("--train_batch_sizes", type=int, nargs="+")
@@ -98,6 +103,8 @@ def planned_cases(args):
         if group == "clip":
             planned += [(c, tower_settings) for c in benchmark_clip.cases(args.models, ["image", "text"],
                                                                           args.batch_sizes, args.backends)]
+        elif group == "load":
+            planned += [(c, heavy_settings) for c in benchmark_load.cases(args.load_models)]
         elif group == "ram":
             problem = benchmark_ram.reference_problem(args.reference_path, args.reference_deps,
                                                       args.reference_python)

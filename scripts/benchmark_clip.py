@@ -89,8 +89,10 @@ def load_mindram_clip(workdir, model):
 
     import mindram
     from mindram.models.clip.convert import config_from_state_dict, convert_state_dict
+    from mindram.utils.random import no_init_weights
     params = convert_state_dict(safetensors.numpy.load_file(str(Path(workdir) / WEIGHTS)))
-    clip = mindram.CLIPModel(config_from_state_dict(params, hidden_act=hidden_act(model)))
+    with no_init_weights():   # as from_pretrained: no random values beside the weights
+        clip = mindram.CLIPModel(config_from_state_dict(params, hidden_act=hidden_act(model)))
     clip.load_weights(params)
     return clip, safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
 

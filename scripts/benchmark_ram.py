@@ -90,8 +90,10 @@ def mindram_ram_plus(workdir, vit, batch):
 
     import mindram
     from mindram.models.ram.convert import convert_state_dict
+    from mindram.utils.random import no_init_weights
     config = mindram.RAMConfig.from_pretrained(f"ram_plus_{vit}_{IMAGE_SIZE}")
-    model = mindram.RAMPlus(config)
+    with no_init_weights():   # as from_pretrained: no random values beside the weights
+        model = mindram.RAMPlus(config)
     params, _ = convert_state_dict(safetensors.numpy.load_file(str(Path(workdir) / WEIGHTS)), config)
     model.load_weights(params)
     del params

@@ -212,6 +212,17 @@ def test_clip_cases_measure_each_backend_against_open_clip():
     assert len({c.candidate.name for c in found[:2]}) == 2   # the two backends log to different files
 
 
+def test_load_cases_time_from_pretrained_against_open_clip_loading_the_same_file():
+    import benchmark_all
+    import benchmark_load
+    found = benchmark_load.cases(["ViT-B-32", "ViT-L-14"])
+    assert [c.name for c in found] == ["load CLIP ViT-B-32", "load CLIP ViT-L-14"]
+    assert {(c.reference.factory, c.candidate.factory) for c in found} == {("torch_load", "mindram_load")}
+    assert benchmark_load.catalog_name("ViT-L-14") == "clip_vit_l_14"
+    planned, _ = benchmark_all.planned_cases(benchmark_all.parse_args(["--quick", "--groups", "load"]))
+    assert [case.name for case, _ in planned] == ["load CLIP ViT-B-32"]
+
+
 def test_markdown_report_says_whether_the_machine_was_shared(document):
     import benchmark_all
     document = copy.deepcopy(document)

@@ -8,6 +8,7 @@ bare name builds), ``train_inputs`` (the step cell's inputs from one batch), ``b
 ``current_learning_rate``, ``evaluate`` and ``predict``. See ``docs/architecture.md``.
 """
 import abc
+import gc
 import json
 import logging
 import math
@@ -92,6 +93,7 @@ class BaseTrainer(abc.ABC):
         one (the run config's ``load_checkpoint`` is set to it)."""
         self.config.load_checkpoint = str(load)
         self._model = None
+        gc.collect()   # a MindSpore Cell is freed only by the cyclic GC: not beside the next model
 
     def build_model(self):
         model_cfg = self.config.get("model") or {}
