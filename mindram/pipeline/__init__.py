@@ -43,8 +43,10 @@ def pipeline(task, model=None, image_processor=None, tokenizer=None, batch_size=
             default ``model.image_processor`` (its image size and the catalog preprocessing of its weights).
         tokenizer: a tokenizer (``CLIPTokenizer``) or any callable ``texts -> ids``; default ``model.tokenizer``.
         batch_size: inputs per model call (lists are split and padded internally).
-        backend: ``"mindspore"`` (default) or ``"onnxruntime"``: then ``model`` is an export directory
-            (``python -m mindram.export``), run by :mod:`mindram.backends`.
+        backend: ``"mindspore"`` (default) or ``"onnxruntime"`` (CLIP; needs the ``onnx`` extra): then ``model``
+            is an export directory (``python -m mindram.export``), or a model name / directory / checkpoint that is
+            exported once into ``$MINDRAM_HOME/exports`` and reused (:mod:`mindram.backends.export_cache`); run by
+            :mod:`mindram.backends`. On CPU it is the faster backend (docs/benchmarks.md).
         **kwargs: task options used as defaults for every call, e.g. ``candidate_labels=[...]``.
     """
     cls = get_pipeline_class(task)

@@ -207,3 +207,27 @@ def test_ram_plus_tagger_export_gives_the_models_tags(tmp_path):
     assert (english, chinese) == tuple(model.generate_tag(pixels))
     assert any(english)  # non-trivial: some tags fire
     assert np.abs(tagger.get_tag_logits(pixels) - model.get_tag_logits(pixels)).max() <= TOL
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_exports_a_model_once_and_reuses_it(tiny_model, tmp_path, monkeypatch):
+    """backend='onnxruntime' on a saved model (not an export): exported into $MINDRAM_HOME/exports on first use,
+    the same export afterwards, a new one when the checkpoint changes; features as MindSpore's."""
+    import mindram.export as export_package
+    from mindram.backends import export_cache
+    saved = tiny_model.save_pretrained(tmp_path / "saved")
+    exports = []
+    real_export = export_package.export_model
+    monkeypatch.setattr(export_package, "export_model", lambda *a, **k: exports.append(a[1]) or real_export(*a, **k))
+    fe = mindram.pipeline("feature_extraction", model=saved, backend="onnxruntime", batch_size=2)
+    reference = mindram.pipeline("feature_extraction", model=tiny_model, batch_size=2)
+    assert _max_diff(fe(texts=TEXTS), reference(texts=TEXTS)) <= 1e-5
+    folder = export_cache.cached_export(saved)
+    assert len(exports) == 1 and folder.parent == mindram.utils.io.mindram_home() / "exports"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]   # no temporary left behind
+    assert load_backend("onnxruntime", saved).export_dir == folder and len(exports) == 1   # reused
+    changed = mindram.CLIPModel(tiny_model.config)
+    changed.save_pretrained(tmp_path / "saved")   # new weights in the same place: a new export
+    assert export_cache.cached_export(saved) != folder and len(exports) == 2
+    with pytest.raises(ConfigError, match="model instance cannot be exported"):
+        load_backend("onnxruntime", tiny_model)

@@ -182,7 +182,8 @@ def test_converter_functions_round_trip_and_infer():
 
 
 def test_ckpt_loads_when_memory_sits_in_the_page_cache(tmp_path, monkeypatch):
-    """MindSpore checks a .ckpt against *free* pages only; mindram uses MemAvailable instead."""
+    """MindSpore's load_checkpoint refuses a .ckpt larger than the *free* pages (page cache not counted); mindram
+    reads .ckpt files itself, one tensor at a time, so a machine whose memory sits in the page cache loads them."""
     import os
 
     from mindram.models.modeling_utils import read_checkpoint, write_checkpoint
