@@ -15,13 +15,13 @@ The format (``mindspore/train/checkpoint.proto``, proto2)::
 ``save_checkpoint`` writes a tensor over 512 MiB as several consecutive values with the same tag and dims, each
 holding a slice of the content (in order), and ``crc_check=True`` appends ``crc_num`` and 10 bytes. String values
 (``append_dict`` metadata, ``tensor_type`` ``str``) are not weights and are left out. Map tensors and encrypted
-files are not read (a :class:`~mindram.errors.CheckpointError`).
+files are not read (a ``ValueError``; :mod:`mindram.models.modeling_utils` turns any into a ``CheckpointError``
+naming the file).
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from ..errors import CheckpointError
 
 # tensor_type → numpy dtype of its bytes; BFloat16 is widened to float32 (as the PyTorch reader does)
 DTYPES = {"Float16": np.float16, "Float32": np.float32, "Float64": np.float64, "BFloat16": np.uint16,
@@ -176,24 +176,6 @@ def read_tensor(f, entry):
     return array
 
 
-def iter_tensors(path, names: Optional[set] = None):
-    """``(name, array)`` for each tensor of ``path`` (only ``names`` if given), in file order, one at a time."""
-    index = read_index(path)
-    with open(path, "rb") as f:
-        for name, entry in index.items():
-            if names is None or name in names:
-                yield name, read_tensor(f, entry)
-
-
 def dtype_of(entry):
     """The numpy dtype :func:`read_tensor` returns for ``entry``."""
     return np.dtype(np.float32 if entry.tensor_type == "BFloat16" else DTYPES[entry.tensor_type])
-
-
-def check_readable(path):
-    """:func:`read_index` with its ``ValueError`` (or a decoding error) as a :class:`CheckpointError` naming
-    the file."""
-    try:
-        return read_index(path)
-    except (ValueError, UnicodeDecodeError, IndexError) as e:
-        raise CheckpointError(f"{path}: not a readable .ckpt checkpoint (truncated or corrupt: {e})") from e
