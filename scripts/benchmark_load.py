@@ -25,14 +25,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for _path in (str(HERE), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 from bench_worker import Workload  # noqa: E402
-
-SEED = 0
+from benchmark_clip import SEED, mindspore_versions, torch_versions  # noqa: E402
 TORCH_FILE, MINDRAM_FILE = "open_clip.safetensors", "mindram/model.ckpt"
 
 
@@ -46,7 +43,6 @@ def torch_load(workdir, model):
     import open_clip
     import safetensors.torch
     import torch
-    from benchmark_clip import torch_versions
     torch.manual_seed(SEED)
     path = Path(workdir) / TORCH_FILE
     built = open_clip.create_model(model, pretrained=None)
@@ -65,7 +61,6 @@ def torch_load(workdir, model):
 def mindram_load(workdir, model):
     """mindram: ``CLIPModel.from_pretrained`` on the same weights converted by ``convert_file`` (setup)."""
     import mindram
-    from benchmark_clip import mindspore_versions
     from mindram.models.clip.convert import convert_file
     target = Path(workdir) / MINDRAM_FILE
     if not target.is_file():

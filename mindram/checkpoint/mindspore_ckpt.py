@@ -56,7 +56,8 @@ def _varint(f, end):
 
 def _fields(f, end):
     """``(field number, wire type, value)`` of each field of the message ending at ``end``; a varint's value
-    is the integer, a length-delimited field's is ``(offset, length)`` (the file is left after it)."""
+    is the integer, a length-delimited field's is ``(offset, length)``. The consumer may move the file while it
+    holds a length-delimited field (to read it): resuming seeks past that field."""
     while f.tell() < end:
         key = _varint(f, end)
         wire = key & 7
@@ -84,22 +85,19 @@ def _read(f, span):
 
 
 def _tensor_proto(f, span):
-    """``(dims, tensor_type, content span)`` of the TensorProto at ``span`` (content not read)."""
+    """``(dims, tensor_type, content span)`` of the TensorProto at ``span`` (content not read). Dims are
+    varints, so the file is never moved while one is held (see :func:`_fields`)."""
     dims, tensor_type, content = [], None, None
     f.seek(span[0])
     for field, wire, value in _fields(f, span[0] + span[1]):
         if field == 1 and wire == _VARINT:
             dims.append(value if value < 2 ** 63 else value - 2 ** 64)
         elif field == 1 and wire == _BYTES:   # packed dims
-            here = f.tell()
             f.seek(value[0])
             while f.tell() < value[0] + value[1]:
                 dims.append(_varint(f, value[0] + value[1]))
-            f.seek(here)
         elif field == 2 and wire == _BYTES:
-            here = f.tell()
             tensor_type = _read(f, value).decode("utf-8")
-            f.seek(here)
         elif field == 3 and wire == _BYTES:
             content = value
     if tensor_type is None or content is None:
@@ -140,9 +138,7 @@ def read_index(path):
             tag, tensor = None, None
             for vfield, vwire, span in _fields(f, value_span[0] + value_span[1]):
                 if vfield == 1 and vwire == _BYTES:
-                    here = f.tell()
                     tag = _read(f, span).decode("utf-8")
-                    f.seek(here)
                 elif vfield == 2 and vwire == _BYTES:
                     tensor = span
                 elif vfield == 3:
