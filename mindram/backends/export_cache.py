@@ -21,11 +21,11 @@ from pathlib import Path
 
 from .. import catalog
 from ..errors import ConfigError
+from ..export.manifest import MANIFEST
 from ..utils.io import mindram_home
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "export.json"
 FAMILIES = ("clip",)   # families with an ONNX Runtime backend
 OPTIONS = {"formats": "onnx", "dynamic_batch": True}
 
@@ -36,14 +36,11 @@ def is_export_dir(path):
 
 def _source_files(name_or_path, family):
     """The checkpoint (fetched if a name's is not here yet) and config files a model is loaded from."""
+    from ..models.modeling_utils import directory_checkpoint  # pylint: disable=import-outside-toplevel
     from ..models.pretrained_weights import fetch_checkpoint  # pylint: disable=import-outside-toplevel
     path = Path(str(name_or_path)).expanduser()
     if path.is_dir():
-        ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
-        if not ckpts:
-            raise ConfigError(f"{path}: no .ckpt or .safetensors file in the directory")
-        ckpt = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
-        return [ckpt, path / "config.yaml"]
+        return [directory_checkpoint(path, error=ConfigError), path / "config.yaml"]
     if path.suffix in (".ckpt", ".safetensors"):
         return [path, path.with_suffix(".yaml")]
     record = catalog.resolve(family, str(name_or_path))

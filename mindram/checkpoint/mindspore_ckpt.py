@@ -38,10 +38,6 @@ class Entry(NamedTuple):
     tensor_type: str
     slices: Tuple[Tuple[int, int], ...]
 
-    @property
-    def nbytes(self):
-        return sum(length for _, length in self.slices)
-
 
 def _varint(f, end):
     value = shift = 0

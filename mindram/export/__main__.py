@@ -29,17 +29,15 @@ def build_parser():
 
 def detect_family(name_or_path):
     """The family of a catalog name, or of a checkpoint by the parameter names only its family has."""
-    from ..models.modeling_utils import checkpoint_names  # pylint: disable=import-outside-toplevel
+    from ..models.modeling_utils import (  # pylint: disable=import-outside-toplevel
+        checkpoint_names, directory_checkpoint)
     if not (catalog.looks_like_path(name_or_path) or Path(name_or_path).exists()):
         from ..download import resolve_any  # pylint: disable=import-outside-toplevel
         return resolve_any(name_or_path).family
     catalog.check_model_path(name_or_path)
     path = Path(name_or_path)
     if path.is_dir():
-        ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
-        if not ckpts:
-            raise ConfigError(f"{path}: no .ckpt or .safetensors file in the directory")
-        path = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
+        path = directory_checkpoint(path, error=ConfigError)
     names = set(checkpoint_names(path))
     if "visual.conv1.weight" in names:
         return "clip"

@@ -40,15 +40,25 @@ def check_checkpoint_path(path):
     return path
 
 
+def directory_checkpoint(path, error=CheckpointError):
+    """The checkpoint a model directory is loaded from: ``model.ckpt`` if present, else its first ``.ckpt``, else
+    its first ``.safetensors``; ``error`` (the caller's exception class) when it holds none."""
+    path = Path(path)
+    ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
+    if not ckpts:
+        raise error(f"{path}: no .ckpt or .safetensors file in the directory")
+    return path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
+
+
 def _checkpoint_error(path, error):
     return CheckpointError(f"{path}: not a readable {path.suffix} checkpoint (truncated or corrupt: "
                            f"{type(error).__name__}: {' '.join(str(error).split())})")
 
 
-def checkpoint_index(path):
-    """``{name: (shape, numpy dtype)}`` of the tensors in a ``.ckpt``/``.safetensors`` file, in file order, read
-    from its framing/header only (cheap for any size; the whole framing is checked, so a truncated file is an
-    error, as is a file without tensors)."""
+def _read_index(path):
+    """The index of checkpoint file ``path`` as its format gives it (``.ckpt``: ``{name: mindspore_ckpt.Entry}``;
+    ``.safetensors``: ``{name: (shape, numpy dtype)}``), from its framing/header only; an unreadable or empty file
+    is a :class:`CheckpointError`."""
     path = check_checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -60,13 +70,22 @@ def checkpoint_index(path):
                     tensor = f.get_slice(name)
                     index[name] = (tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(tensor.get_dtype()))
         else:
-            index = {name: (entry.shape, mindspore_ckpt.dtype_of(entry))
-                     for name, entry in mindspore_ckpt.read_index(path).items()}
+            index = mindspore_ckpt.read_index(path)
     except Exception as e:  # safetensors raises SafetensorError, the protobuf walk ValueError/IndexError
         raise _checkpoint_error(path, e) from e
     if not index:
         raise CheckpointError(f"{path}: the checkpoint holds no tensors")
     return index
+
+
+def checkpoint_index(path):
+    """``{name: (shape, numpy dtype)}`` of the tensors in a ``.ckpt``/``.safetensors`` file, in file order, read
+    from its framing/header only (cheap for any size; the whole framing is checked, so a truncated file is an
+    error, as is a file without tensors)."""
+    index = _read_index(path)
+    if Path(path).suffix == ".safetensors":
+        return index
+    return {name: (entry.shape, mindspore_ckpt.dtype_of(entry)) for name, entry in index.items()}
 
 
 def checkpoint_names(path):
@@ -78,7 +97,7 @@ def iter_checkpoint(path, names=None):
     """``(name, np.ndarray)`` for each tensor of ``path`` (only those in ``names`` if given), read one at a time:
     loading holds one tensor of the file in memory beside the model, never the whole file."""
     path = check_checkpoint_path(path)
-    index = checkpoint_index(path)   # a damaged framing is an error before anything is yielded
+    index = _read_index(path)   # a damaged framing is an error before anything is yielded
     wanted = [name for name in index if names is None or name in names]
     try:
         if path.suffix == ".safetensors":
@@ -86,10 +105,9 @@ def iter_checkpoint(path, names=None):
                 for name in wanted:
                     yield name, f.get_tensor(name)
         else:
-            entries = mindspore_ckpt.read_index(path)
             with open(path, "rb") as f:
                 for name in wanted:
-                    yield name, mindspore_ckpt.read_tensor(f, entries[name])
+                    yield name, mindspore_ckpt.read_tensor(f, index[name])
     except (OSError, ValueError) as e:
         raise _checkpoint_error(path, e) from e
 
@@ -198,13 +216,15 @@ def _assign(param, value):
     param.set_data(Tensor(np.reshape(np.asarray(value), tuple(param.shape)), dtype=param.dtype))
 
 
-def load_state_dict(model, params, strict=True, source="state dict"):
+def load_state_dict(model, params, strict=True, source="state dict", ignore_unexpected=False):
     """Copy ``{name: array}`` into ``model``'s parameters, checking names, shapes and completeness first.
 
     Returns ``(missing, unexpected)``. With ``strict`` any missing/unexpected key or shape mismatch
-    raises :class:`CheckpointError` listing them all (and nothing is copied).
+    raises :class:`CheckpointError` listing them all (and nothing is copied); with ``ignore_unexpected`` keys the
+    model lacks are skipped silently.
     """
-    own, missing, unexpected = _match_parameters(model, {k: np.shape(v) for k, v in params.items()}, strict, source)
+    own, missing, unexpected = _match_parameters(model, {k: np.shape(v) for k, v in params.items()}, strict, source,
+                                                 ignore_unexpected=ignore_unexpected)
     for name, param in own.items():
         if name in params:
             _assign(param, params[name])
@@ -312,10 +332,7 @@ class PreTrainedModel(nn.Cell):
         """Load a ``.ckpt``/``.safetensors`` path (streamed, one tensor at a time) or a ``{name: array}`` dict into
         this model; see :func:`load_checkpoint_file`."""
         if isinstance(source, dict):
-            if ignore_unexpected:
-                own = {p.name for p in self.get_parameters()}
-                source = {k: v for k, v in source.items() if k in own}
-            return load_state_dict(self, source, strict=strict)
+            return load_state_dict(self, source, strict=strict, ignore_unexpected=ignore_unexpected)
         return load_checkpoint_file(self, source, strict=strict, ignore_unexpected=ignore_unexpected)
 
     def save_pretrained(self, directory):
@@ -360,10 +377,7 @@ class PreTrainedModel(nn.Cell):
         path = Path(str(name_or_path)).expanduser()
         if path.is_dir():
             config = cls.config_class.from_pretrained(path)
-            ckpts = sorted(path.glob("*.ckpt")) + sorted(path.glob("*.safetensors"))
-            if not ckpts:
-                raise CheckpointError(f"{path}: no .ckpt or .safetensors file in the directory")
-            ckpt = path / "model.ckpt" if (path / "model.ckpt").is_file() else ckpts[0]
+            ckpt = directory_checkpoint(path)
         elif path.suffix in (".ckpt", ".safetensors"):
             config = cls._config_for_checkpoint(path)
             ckpt = path
