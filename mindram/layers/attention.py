@@ -6,7 +6,7 @@ feature axis before the head transpose (integer-indexing a packed (3, B, H, N, D
 StridedSlice on CPU).
 """
 import numpy as np
-from ..utils.random import constant_parameter, init_parameter, init_rng
+from ..utils.random import constant_parameter, uniform_parameter
 from mindspore import nn, ops
 
 from .linear import BiasAdd, Linear
@@ -24,9 +24,7 @@ class MultiheadAttention(nn.Cell):
         self.head_dim = self.dim // self.num_heads
         self.scale = self.head_dim ** -0.5
         bound = float(np.sqrt(6.0 / (4 * self.dim)))  # xavier_uniform on (3C, C), as torch
-        rng = init_rng()
-        shape = (3 * self.dim, self.dim)
-        self.in_proj_weight = init_parameter(shape, lambda: rng.uniform(-bound, bound, shape), name="in_proj_weight")
+        self.in_proj_weight = uniform_parameter((3 * self.dim, self.dim), bound, name="in_proj_weight")
         self.in_proj_bias = constant_parameter((3 * self.dim,), 0.0, name="in_proj_bias")
         self.out_proj = Linear(self.dim, self.dim)
         self.matmul = ops.MatMul(transpose_b=True)

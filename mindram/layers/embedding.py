@@ -1,5 +1,5 @@
 """Token embedding with torch's parameter name (``weight``), a plain row gather."""
-from ..utils.random import init_parameter, init_rng
+from ..utils.random import normal_parameter
 from mindspore import nn, ops
 
 
@@ -9,8 +9,7 @@ class Embedding(nn.Cell):
     def __init__(self, num_embeddings, embedding_dim, std=0.02):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        rng, shape = init_rng(), (self.num_embeddings, self.embedding_dim)
-        self.weight = init_parameter(shape, lambda: rng.normal(0.0, std, shape), name="weight")
+        self.weight = normal_parameter((self.num_embeddings, self.embedding_dim), std, name="weight")
 
     def construct(self, ids):
         return ops.gather(self.weight, ids, 0)

@@ -7,14 +7,8 @@ import math
 
 from mindspore import nn, ops
 
-from ..utils.random import init_parameter, init_rng
+from ..utils.random import uniform_parameter
 from .kernels import bias_add_primitive, kernel_input
-
-
-def uniform_parameter(shape, bound, name):
-    """A parameter initialised Uniform(-bound, bound) (torch's default Linear init has bound 1/sqrt(fan_in))."""
-    rng = init_rng()
-    return init_parameter(shape, lambda: rng.uniform(-bound, bound, size=shape), name=name)
 
 
 class BiasAdd(nn.Cell):

@@ -6,7 +6,7 @@ flatten each patch in (channel, row, col) order and multiply by the conv weight 
 The parameter keeps the conv layout (C_out, C_in, P, P) and torch's name ``weight``.
 """
 import numpy as np
-from ..utils.random import constant_parameter, init_parameter, init_rng
+from ..utils.random import constant_parameter, uniform_parameter
 from mindspore import nn, ops
 from .linear import BiasAdd
 from .permute import Permute
@@ -21,9 +21,8 @@ class PatchEmbed(nn.Cell):
         self.in_chans, self.embed_dim, self.patch_size = int(in_chans), int(embed_dim), int(patch_size)
         fan_in = self.in_chans * self.patch_size ** 2
         bound = 1.0 / np.sqrt(fan_in)
-        rng = init_rng()
         shape = (self.embed_dim, self.in_chans, self.patch_size, self.patch_size)
-        self.weight = init_parameter(shape, lambda: rng.uniform(-bound, bound, shape), name="weight")
+        self.weight = uniform_parameter(shape, bound, name="weight")
         self.has_bias = bool(bias)
         self.bias = constant_parameter((self.embed_dim,), 0.0, name="bias") if bias else None
         self.matmul = ops.MatMul(transpose_b=True)

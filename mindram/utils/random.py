@@ -44,6 +44,19 @@ def init_parameter(shape, fill, name=None, requires_grad=True):
     return Parameter(data, name=name, requires_grad=requires_grad)
 
 
+def normal_parameter(shape, std, rng=None, name=None):
+    """:func:`init_parameter` drawn N(0, std²) from ``rng`` (default: a fresh :func:`init_rng`, made now)."""
+    rng = init_rng() if rng is None else rng
+    return init_parameter(shape, lambda: rng.normal(0.0, std, shape), name=name)
+
+
+def uniform_parameter(shape, bound, rng=None, name=None):
+    """:func:`init_parameter` drawn Uniform(-bound, bound) from ``rng`` (default: a fresh :func:`init_rng`, made
+    now); torch's default Linear init has bound 1/sqrt(fan_in)."""
+    rng = init_rng() if rng is None else rng
+    return init_parameter(shape, lambda: rng.uniform(-bound, bound, shape), name=name)
+
+
 def constant_parameter(shape, value, name=None, requires_grad=True):
     """:func:`init_parameter` filled with ``value`` (LayerNorm's ones, biases' zeros, scalar scales)."""
     return init_parameter(shape, lambda: np.full(shape, value, np.float32), name=name, requires_grad=requires_grad)

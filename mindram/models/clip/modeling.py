@@ -10,7 +10,7 @@ mode; losses live in :mod:`mindram.losses`.
 """
 import numpy as np
 import mindspore as ms
-from ...utils.random import constant_parameter, init_parameter, init_rng
+from ...utils.random import constant_parameter, init_rng, normal_parameter
 from mindspore import Tensor, nn, ops
 
 from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
@@ -21,10 +21,6 @@ from .image_processing import CLIPImageProcessor
 from .tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": ms.float32, "float16": ms.float16}
-
-
-def _normal(shape, std, rng):
-    return init_parameter(shape, lambda: rng.normal(0.0, std, shape))
 
 
 def l2_normalize(x, eps=1e-12):
@@ -42,13 +38,13 @@ class VisionTransformer(nn.Cell):
         rng = init_rng()
         scale = width ** -0.5
         self.conv1 = PatchEmbed(config.num_channels, width, config.patch_size, bias=False)
-        self.class_embedding = _normal((width,), scale, rng)
-        self.positional_embedding = _normal((config.grid_size ** 2 + 1, width), scale, rng)
+        self.class_embedding = normal_parameter((width,), scale, rng)
+        self.positional_embedding = normal_parameter((config.grid_size ** 2 + 1, width), scale, rng)
         self.ln_pre = LayerNorm(width, config.layer_norm_eps)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
         self.ln_post = LayerNorm(width, config.layer_norm_eps)
-        self.proj = _normal((width, output_dim), scale, rng)
+        self.proj = normal_parameter((width, output_dim), scale, rng)
 
     def construct(self, pixel_values):
         x = self.conv1(pixel_values.astype(self.compute_dtype))
@@ -69,11 +65,11 @@ class TextTransformer(nn.Cell):
         self.compute_dtype = compute_dtype
         rng = init_rng()
         self.token_embedding = Embedding(config.vocab_size, width, std=0.02)
-        self.positional_embedding = _normal((context, width), 0.01, rng)
+        self.positional_embedding = normal_parameter((context, width), 0.01, rng)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
         self.ln_final = LayerNorm(width, config.layer_norm_eps)
-        self.text_projection = _normal((width, output_dim), width ** -0.5, rng)
+        self.text_projection = normal_parameter((width, output_dim), width ** -0.5, rng)
         self.attn_mask = Tensor(np.triu(np.full((context, context), -np.inf, np.float32), 1))
         self.argmax = ops.Argmax(axis=-1, output_type=ms.int32)
 

@@ -28,15 +28,12 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ...layers import MLP, BroadcastAdd, LayerNorm, Linear, PatchEmbed, Permute
-from ...utils.random import init_parameter, init_rng
+from ...utils.random import normal_parameter
 from .configuration import SwinConfig, input_shape_error
 from .windows import bicubic_resize_matrix, relative_position_index, window_plan
 
 
-def _normal(shape, name, std=0.02):
-    """A parameter initialised N(0, std²) (the reference's ``trunc_normal_`` truncates at ±2, i.e. ±100σ: never)."""
-    rng = init_rng()
-    return init_parameter(shape, lambda: rng.normal(0.0, std, shape), name=name)
+INIT_STD = 0.02   # N(0, 0.02²): the reference's ``trunc_normal_`` truncates at ±2, i.e. ±100σ: never
 
 
 TO_WINDOWS, FROM_WINDOWS, MASK, BIAS_INDEX = range(4)  # positions in _plan_tensors
@@ -112,8 +109,8 @@ class WindowAttention(nn.Cell):
         self.dim, self.window_size, self.num_heads = int(dim), int(window_size), int(num_heads)
         self.head_dim = self.dim // self.num_heads
         self.scale = float(qk_scale) if qk_scale else self.head_dim ** -0.5
-        self.relative_position_bias_table = _normal(((2 * self.window_size - 1) ** 2, self.num_heads),
-                                                    name="relative_position_bias_table")
+        self.relative_position_bias_table = normal_parameter(((2 * self.window_size - 1) ** 2, self.num_heads),
+                                                             INIT_STD, name="relative_position_bias_table")
         self.relative_position_index = Tensor(relative_position_index(self.window_size).reshape(-1), ms.int32)
         self.qkv = Linear(self.dim, 3 * self.dim, bias=qkv_bias)
         self.proj = Linear(self.dim, self.dim)
@@ -277,7 +274,8 @@ class SwinTransformer(nn.Cell):
         self.patch_embed = SwinPatchEmbed(config)
         self.ape = config.ape
         if self.ape:
-            self.absolute_pos_embed = _normal((1, self.grid ** 2, config.embed_dim), name="absolute_pos_embed")
+            self.absolute_pos_embed = normal_parameter((1, self.grid ** 2, config.embed_dim), INIT_STD,
+                                                       name="absolute_pos_embed")
         stages = config.stages()
         rates = np.linspace(0.0, config.drop_path_rate, sum(s.depth for s in stages)).tolist()
         starts = np.cumsum([0] + [s.depth for s in stages]).tolist()
