@@ -6,7 +6,8 @@
 
 Cases (mindram vs torch, same weights, interleaved rounds in two worker processes; see ``bench_harness.py``):
 
-- ``clip``: CLIP image and text towers at batch 1, 8 and 32 for ViT-B-32, ViT-B-16 and ViT-L-14 (open_clip), with
+- ``clip``: CLIP image and text towers at batch 1, 8 and 32 for ViT-B-32, ViT-B-16 and ViT-L-14 (open_clip), the text
+  tower on typical captions (``text``, 13-14 tokens) and on captions that fill the 77-token context (``text_full``), with
   MindSpore and, as a second candidate, mindram's ONNX Runtime backend on an export of the same weights
   (``--backends``; cases ending in ``onnxruntime``);
 - ``load``: loading pretrained CLIP weights (``CLIPModel.from_pretrained`` vs open_clip's
@@ -101,7 +102,7 @@ def planned_cases(args):
     planned, skipped = [], {}
     for group in dict.fromkeys(args.groups):
         if group == "clip":
-            planned += [(c, tower_settings) for c in benchmark_clip.cases(args.models, ["image", "text"],
+            planned += [(c, tower_settings) for c in benchmark_clip.cases(args.models, benchmark_clip.TOWERS,
                                                                           args.batch_sizes, args.backends)]
         elif group == "load":
             planned += [(c, heavy_settings) for c in benchmark_load.cases(args.load_models)]
@@ -196,7 +197,11 @@ def markdown(document, skipped):
              "warm-up excluded. Rates are per second (images, or texts for text towers), median of the rounds; the "
              "ratio is mindram ÷ torch per round, median [min–max] (> 1: mindram is faster). GFLOP/s counts the "
              "matmul, convolution and attention FLOPs of the work (torch's FlopCounterMode on the reference); "
-             "% GEMM peak divides it by the machine's measured fp32 GEMM rate. Rows ending in *onnxruntime* measure "
+             "% GEMM peak divides it by the machine's measured fp32 GEMM rate. *text* rows encode 13-14-token "
+             "captions: open_clip runs all 77 positions, mindram's MindSpore text tower only those up to the last "
+             "end-of-text token (rounded up to 16; `text_config.trim_padding`, exact under the causal mask), and its "
+             "GFLOP/s counts the positions it computes; *text_full* rows encode captions that fill the 77-token "
+             "context, where nothing can be skipped. Rows ending in *onnxruntime* measure "
              "mindram's ONNX Runtime backend (`backend=\"onnxruntime\"` on an export of the same weights) instead of "
              "its MindSpore graphs. Peak RSS is each worker's own, in two parts: *running* is the peak from the "
              "first call (graph compilation included) through the rounds (Linux `VmHWM`, reset when setup ends); "

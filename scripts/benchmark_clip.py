@@ -36,6 +36,9 @@ SEED = 0
 WEIGHTS, INPUTS = "weights.safetensors", "inputs.safetensors"
 CAPTIONS = [f"a photo of a number {i} on a {colour} background"
             for i, colour in zip(range(64), ["red", "green", "blue", "white"] * 16)]
+# tower "text" encodes CAPTIONS (13-14 tokens with SOT/EOT, a typical prompt); "text_full" captions that fill the
+# whole 77-token context, where mindram's text tower cannot skip padding (text_config.trim_padding)
+TOWERS = ("image", "text", "text_full")
 
 
 def hidden_act(model):
@@ -43,11 +46,12 @@ def hidden_act(model):
     return "quick_gelu" if "quickgelu" in model.lower() else "gelu"
 
 
-def captions(batch):
-    return [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+def captions(batch, tower="text"):
+    texts = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+    return [" and ".join([text] * 8) for text in texts] if tower == "text_full" else texts
 
 
-def write_reference_model(torch_model, workdir, tokenizer, batch):
+def write_reference_model(torch_model, workdir, tokenizer, batch, tower="text"):
     """Save ``torch_model``'s weights and the seeded inputs (pixels, token ids) for the other side."""
     import safetensors.numpy
     size = torch_model.visual.image_size
@@ -55,7 +59,7 @@ def write_reference_model(torch_model, workdir, tokenizer, batch):
     safetensors.numpy.save_file({k: v.detach().contiguous().numpy() for k, v in torch_model.state_dict().items()},
                                 str(Path(workdir) / WEIGHTS))
     pixels = np.random.default_rng(SEED).standard_normal((batch, 3, size, size)).astype(np.float32)
-    ids = tokenizer(captions(batch)).numpy().astype(np.int32)
+    ids = tokenizer(captions(batch, tower)).numpy().astype(np.int32)
     safetensors.numpy.save_file({"pixels": pixels, "input_ids": ids}, str(Path(workdir) / INPUTS))
     return pixels, ids
 
@@ -71,7 +75,7 @@ def torch_tower(workdir, model, tower, batch):
     import torch
     torch.manual_seed(SEED)
     ref = open_clip.create_model(model, pretrained=None).eval()
-    pixels, ids = write_reference_model(ref, workdir, open_clip.get_tokenizer(model), batch)
+    pixels, ids = write_reference_model(ref, workdir, open_clip.get_tokenizer(model), batch, tower)
     encode, inputs = ((ref.encode_image, torch.from_numpy(pixels)) if tower == "image" else
                       (ref.encode_text, torch.from_numpy(ids).long()))
 
@@ -112,18 +116,35 @@ def tower_call(encoder, inputs, tower):
     return encoder.get_text_features, inputs["input_ids"]
 
 
+def text_tower_flops(config, batch, length):
+    """Matmul FLOPs (2 per multiply-add, as torch's counter) of the CLIP text tower over ``length`` positions: per
+    layer the q/k/v, output and MLP projections and the attention's two batched products; the final projection
+    of the pooled rows."""
+    text = config.text_config
+    width, hidden, rows = text.hidden_size, text.intermediate_size, batch * length
+    layer = 2 * rows * width * (4 * width + 2 * hidden) + 2 * 2 * batch * length * length * width
+    return text.num_hidden_layers * layer + 2 * batch * width * config.projection_dim
+
+
 def mindram_tower(workdir, model, tower, batch):
-    """mindram's ``get_image_features`` / ``get_text_features`` (compiled graph) on the same inputs."""
+    """mindram's ``get_image_features`` / ``get_text_features`` (compiled graph) on the same inputs. Its text
+    tower runs the positions up to the last EOT token only (``trim_padding``); its FLOPs count those."""
     import mindspore as ms
+
+    from mindram.models.clip.modeling import text_length
     clip, inputs = load_mindram_clip(workdir, model)
     clip.set_train(False)
     encode, array = tower_call(clip, inputs, tower)
     data = ms.Tensor(array)   # made once, as the torch side's
+    flops = None
+    if tower != "image":
+        length = text_length(array) if clip.config.text_config.trim_padding else array.shape[1]
+        flops = lambda: text_tower_flops(clip.config, batch, length)   # noqa: E731
 
     def run():
         return encode(data).asnumpy()
 
-    return Workload(run, batch, "mindspore", output=run, versions=mindspore_versions())
+    return Workload(run, batch, "mindspore", output=run, flops=flops, versions=mindspore_versions())
 
 
 EXPORT = "export"
@@ -183,7 +204,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["ViT-B-32"], help="open_clip architecture names")
-    parser.add_argument("--towers", nargs="+", default=["image", "text"], choices=["image", "text"])
+    parser.add_argument("--towers", nargs="+", default=list(TOWERS), choices=TOWERS,
+                        help="text: 13-14-token captions; text_full: captions filling the 77-token context")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--backends", nargs="+", default=["mindspore"], choices=sorted(CANDIDATES),
                         help="mindram backends measured against open_clip (onnxruntime: on an ONNX export)")

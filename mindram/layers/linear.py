@@ -4,11 +4,53 @@
 fast GEMM path and never broadcasts the weight into a batched matmul (see docs/performance.md#layout).
 """
 import math
+import os
 
 from mindspore import nn, ops
+from mindspore.ops import functional as F
 
+from ..errors import ConfigError
 from ..utils.random import uniform_parameter
 from .kernels import bias_add_primitive, kernel_input
+from .permute import Permute
+
+SWAPPED_ROWS_ENV = "MINDRAM_SWAPPED_GEMM_ROWS"
+SWAPPED_ROWS = (16, 48)
+
+
+def swapped_rows():
+    """Row counts ``[low, high)`` for which :class:`WeightMatMul` computes ``(weight @ x.T).T``: ``16,48`` by
+    default, ``$MINDRAM_SWAPPED_GEMM_ROWS="low,high"`` to change it (``0,0``: never)."""
+    value = os.environ.get(SWAPPED_ROWS_ENV)
+    if not value:
+        return SWAPPED_ROWS
+    try:
+        low, high = (int(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"${SWAPPED_ROWS_ENV}={value!r}: expected two integers 'low,high'") from None
+    return low, high
+
+
+class WeightMatMul(nn.Cell):
+    """``x @ weight.T`` for a 2-D ``x`` (rows, in) and a weight in torch's (out, in) layout.
+
+    MindSpore 2.10's CPU MatMul with a transposed right operand runs at 15-50 GFLOP/s for 16-47 rows (a short
+    prompt's text tower, a batch-1 ViT) and at 130-190 from 64 rows on; the same product taken as
+    ``(weight @ x.T).T`` runs at 50-120 (docs/performance.md "Layout"). The row count is static in a compiled
+    graph, so the choice is made once per shape; outside ``[low, high)`` of :func:`swapped_rows` (and for dynamic
+    shapes) it is the plain transposed-B MatMul."""
+
+    def __init__(self):
+        super().__init__()
+        self.low, self.high = swapped_rows()
+        self.matmul = ops.MatMul(transpose_b=True)
+        self.swap_back = Permute((1, 0))
+
+    def construct(self, x, weight):
+        if not F.is_sequence_value_unknown(ops.shape(x)):
+            if self.low <= x.shape[0] < self.high:
+                return self.swap_back(self.matmul(weight, x))
+        return self.matmul(x, weight)
 
 
 class BiasAdd(nn.Cell):
@@ -56,7 +98,7 @@ class Linear(nn.Cell):
         self.weight = uniform_parameter((self.out_features, self.in_features), bound, name="weight")
         self.has_bias = bool(bias)
         self.bias = uniform_parameter((self.out_features,), bound, name="bias") if bias else None
-        self.matmul = ops.MatMul(transpose_b=True)
+        self.matmul = WeightMatMul()
         self.bias_add = BiasAdd()
 
     def construct(self, x):

@@ -27,10 +27,10 @@ class MLP(nn.Cell):
 class ResidualAttentionBlock(nn.Cell):
     """x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, width, heads, mlp_hidden, act="gelu", eps=1e-5):
+    def __init__(self, width, heads, mlp_hidden, act="gelu", eps=1e-5, causal=False):
         super().__init__()
         self.ln_1 = LayerNorm(width, eps)
-        self.attn = MultiheadAttention(width, heads)
+        self.attn = MultiheadAttention(width, heads, causal)
         self.ln_2 = LayerNorm(width, eps)
         self.mlp = MLP(width, mlp_hidden, act)
 
@@ -40,13 +40,14 @@ class ResidualAttentionBlock(nn.Cell):
 
 
 class Transformer(nn.Cell):
-    """A stack of ``layers`` residual attention blocks of the same width."""
+    """A stack of ``layers`` residual attention blocks of the same width (``causal``: the mask given to
+    ``construct`` is the causal one; see :class:`~mindram.layers.attention.MultiheadAttention`)."""
 
-    def __init__(self, width, layers, heads, mlp_hidden, act="gelu", eps=1e-5):
+    def __init__(self, width, layers, heads, mlp_hidden, act="gelu", eps=1e-5, causal=False):
         super().__init__()
         self.width, self.layers = int(width), int(layers)
         self.resblocks = nn.CellList(
-            [ResidualAttentionBlock(width, heads, mlp_hidden, act, eps) for _ in range(self.layers)])
+            [ResidualAttentionBlock(width, heads, mlp_hidden, act, eps, causal) for _ in range(self.layers)])
 
     def construct(self, x, attn_mask=None):
         for block in self.resblocks:

@@ -36,7 +36,7 @@ def check_transformer_config(config, owner):
     """Checks shared by transformer configs: positive sizes, heads dividing the width, a known activation."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if isinstance(value, (int, float)) and value <= 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{owner}.{field.name}: expected a positive value, got {value!r}")
     if config.hidden_size % config.num_attention_heads:
         raise ConfigError(f"{owner}.hidden_size={config.hidden_size} is not divisible by "

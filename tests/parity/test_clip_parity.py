@@ -88,6 +88,51 @@ def test_features_match_open_clip(name, fmt, model_name, batch, tmp_path):
     assert np.abs(txt - ref_txt).max() <= TOL, np.abs(txt - ref_txt).max()
 
 
+def _text_features(ref, ids):
+    with torch.no_grad():
+        return ref.encode_text(torch.from_numpy(ids).long()).numpy()
+
+
+def test_text_tower_skips_padding_with_open_clips_features(monkeypatch):
+    """``text_config.trim_padding`` runs the text tower up to the batch's last EOT token only; the features stay
+    open_clip's (which runs all 77 positions): one short prompt (8 positions: the swapped small-row GEMM), mixed
+    lengths, a prompt that fills the context, a batch padded with the end-of-text id instead of zeros."""
+    from mindram.models.clip import modeling
+    from mindram.models.clip.modeling import text_length
+    lengths = []   # the positions each call ran the tower on
+
+    def spy(cell, ids):
+        lengths.append(ids.shape[1])
+        return run_in_graph_mode(cell, ids)
+
+    run_in_graph_mode = modeling.run_in_graph_mode
+    monkeypatch.setattr(modeling, "run_in_graph_mode", spy)
+    ref = reference_model("ViT-B-32")
+    model = mindram.CLIPModel(mindram.CLIPConfig.from_pretrained("clip_vit_b_32.laion2b_s34b_b79k"))
+    model.load_weights(mindram.models.clip.convert.convert_state_dict(
+        {k: v.numpy() for k, v in ref.state_dict().items()}))
+    model.set_train(False)
+    long_text = " ".join(f"word{i}" for i in range(100))
+    eot_padded = mindram.tokenize(["two dogs on a sofa"])
+    eot_padded[eot_padded == 0] = eot_padded.max()      # Hugging Face's openai tokenizer pads with <|endoftext|>
+    cases = [(mindram.tokenize(["a photo of a cat"]), 8), (mindram.tokenize(TEXTS), 16),
+             (mindram.tokenize(TEXTS[:2] + [long_text]), 77), (eot_padded, 8)]
+    assert model.config.text_config.trim_padding
+    for ids, length in cases:
+        assert text_length(ids) == length
+        expected = _text_features(ref, ids)
+        trimmed = model.get_text_features(ids).asnumpy()
+        assert lengths[-1] == length
+        assert np.abs(trimmed - expected).max() <= TOL, np.abs(trimmed - expected).max()
+    untrimmed = mindram.CLIPModel(model.config.replace(
+        text_config=model.config.text_config.replace(trim_padding=False)))
+    untrimmed.load_weights({p.name: p.asnumpy() for p in model.get_parameters()})
+    ids = cases[1][0]
+    full = untrimmed.get_text_features(ids).asnumpy()
+    assert lengths[-1] == 77
+    assert np.abs(full - model.get_text_features(ids).asnumpy()).max() <= 1e-5
+
+
 def test_logits_and_loss_match_open_clip():
     ref = reference_model("ViT-B-32")
     params = mindram.models.clip.convert.convert_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})

@@ -19,7 +19,7 @@ import bench_worker  # noqa: E402  (numpy only; bench_harness is imported in the
 
 
 # ---------------------------------------------------------------- workloads (run inside the workers)
-def matmul(workdir, n, log=None, name="side", offset=0.0, sleep_s=0.0, fail=None):
+def matmul(workdir, n, log=None, name="side", offset=0.0, sleep_s=0.0, fail=None, flops_scale=1):
     """``n``×``n`` matmul per call; appends ``name`` to ``log`` per call; ``fail``: where to break."""
     if fail == "setup once" and not Path(log).exists():
         Path(log).touch()   # the next setup succeeds
@@ -40,7 +40,7 @@ def matmul(workdir, n, log=None, name="side", offset=0.0, sleep_s=0.0, fail=None
         return a @ b
 
     return bench_worker.Workload(run, items=4, framework="numpy", output=lambda: (a @ b)[:3, :3] + offset,
-                                 flops=lambda: 2 * n ** 3, versions={"fake": name})
+                                 flops=lambda: 2 * n ** 3 * flops_scale, versions={"fake": name})
 
 
 # ---------------------------------------------------------------- helpers
@@ -102,6 +102,35 @@ def test_ratio_is_candidate_over_reference_per_round(harness):
     assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
     assert 1.8 < result["ratio"]["median"] < 3.6   # 30 ms vs 10 ms per call (plus the tiny matmul)
     assert result["max_abs_diff"] == pytest.approx(0.5)
+
+
+def test_each_side_counts_its_own_flops(harness):
+    """A candidate that does less work than the reference (mindram's text tower skipping padding) gets GFLOP/s from
+    its own count, not the reference's."""
+    case = make_case(harness, cand={"flops_scale": 0.25})
+    result = harness.run_case(case, quick_settings(harness))
+    ref, cand = result["sides"]["torch"], result["sides"]["mindram"]
+    assert result["flops_per_call"] == ref["flops_per_call"] == 2 * 8 ** 3
+    assert cand["flops_per_call"] == 2 * 8 ** 3 // 4
+    per_call = [r["wall_s"] / r["iters"] for r in cand["rounds"]]
+    assert cand["gflops"]["median"] == pytest.approx(float(np.median([2 * 8 ** 3 / 4 / t / 1e9 for t in per_call])))
+
+
+def test_clip_text_flops_formula_is_torchs_count():
+    """The mindram text tower's FLOPs (positions it computes) by formula: at the full context, torch's own count of
+    open_clip's encode_text."""
+    torch = pytest.importorskip("torch")
+    open_clip = pytest.importorskip("open_clip")
+    import benchmark_clip
+
+    import mindram
+    ref = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    ids = torch.from_numpy(mindram.tokenize(["a cat", "a dog"])).long()
+    with torch.no_grad():
+        counted = bench_worker.count_torch_flops(lambda: ref.encode_text(ids))
+    config = mindram.CLIPConfig.from_pretrained("clip_vit_b_32")
+    assert benchmark_clip.text_tower_flops(config, 2, 77) == counted
+    assert benchmark_clip.text_tower_flops(config, 2, 8) < counted / 8
 
 
 @pytest.fixture(scope="module")

@@ -124,6 +124,8 @@ def test_config_errors_name_the_key():
         mindram.CLIPConfig.from_dict({"text_config": {"hidden_act": "swish"}})
     with pytest.raises(ConfigError, match="not divisible"):
         mindram.CLIPConfig.from_dict({"text_config": {"hidden_size": 30, "num_attention_heads": 4}})
+    with pytest.raises(ConfigError, match="trim_padding"):
+        mindram.CLIPConfig.from_dict({"text_config": {"trim_padding": "yes"}})
 
 
 def test_unknown_name_lists_closest():

@@ -17,6 +17,7 @@ from mindspore import nn
 
 from mindram.layers import kernels
 from mindram.layers.activation import GELU, get_activation
+from mindram.layers.attention import CausalSoftmax
 from mindram.layers.kernels import build
 from mindram.layers.linear import Linear
 from mindram.layers.norm import LayerNorm
@@ -222,6 +223,43 @@ def test_bias_add_kernel_and_its_gradient(mode):
     ref = dy.astype(np.float64).reshape(-1, 96).sum(0)
     assert np.abs(gb_k - ref).max() <= 1e-6 * np.abs(dy).sum(axis=(0, 1)).max()
     assert np.abs(gb_k - gb_b).max() <= 1e-6 * np.abs(dy).sum(axis=(0, 1)).max()   # float32 row sums (built-in)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+def test_causal_softmax_kernel_and_its_gradient(mode):
+    """CausalSoftmax (the CLIP text tower's masked softmax) against float64 and the built-in add + softmax it
+    replaces: probabilities and gradient, every row keeping exactly the keys up to its own position."""
+    rng = np.random.default_rng(6)
+    n = 9
+    scores = (rng.standard_normal((3, 4, n, n)) * 4).astype(np.float32)
+    dy = rng.standard_normal(scores.shape).astype(np.float32)
+    mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
+    masked = scores.astype(np.float64) + mask
+    ref = np.exp(masked - masked.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    ref_grad = ref * (dy - (ref * dy).sum(-1, keepdims=True))
+    cell = CausalSoftmax()
+    assert cell.use_kernel
+    results = []
+    for use_kernel in (True, False):
+        cell.use_kernel = use_kernel
+        net = _WithMask(cell, ms.Tensor(mask))
+        y = net(ms.Tensor(scores)).asnumpy()
+        grad = ms.grad(Loss(net))(ms.Tensor(scores), ms.Tensor(dy)).asnumpy()
+        assert np.abs(y - ref).max() <= 1e-6 and np.abs(grad - ref_grad).max() <= 1e-5, use_kernel
+        results.append((y, grad))
+    assert np.all(results[0][0][..., mask < 0] == 0) and np.all(results[0][1][..., mask < 0] == 0)
+    assert np.abs(results[0][0] - results[1][0]).max() <= 1e-6
+
+
+class _WithMask(nn.Cell):
+    def __init__(self, net, mask):
+        super().__init__()
+        self.net, self.mask = net, mask
+
+    def construct(self, x):
+        return self.net(x, self.mask)
 
 
 @needs_kernels

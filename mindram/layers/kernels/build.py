@@ -158,6 +158,17 @@ def self_test(path):
     if (_call(lib, "MindramSquareSum", [g, square_sum]) != 0
             or abs(float(square_sum[0]) - float((g.astype(np.float64) ** 2).sum())) > 1e-5):
         raise RuntimeError(f"square-sum self-test failed: {square_sum}")
+    scores = np.sin(np.arange(2 * 4 * 4, dtype=np.float32)).reshape(2, 4, 4) * 3
+    masked = np.where(np.triu(np.ones((4, 4), bool), 1), -np.inf, scores.astype(np.float64))
+    probs = np.exp(masked - masked.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ys, dscores = np.empty_like(scores), np.empty_like(scores)
+    gs = np.cos(np.arange(scores.size, dtype=np.float32)).reshape(scores.shape)
+    ref_ds = probs * (gs - (probs * gs).sum(-1, keepdims=True))
+    if (_call(lib, "MindramCausalSoftmax", [scores, ys]) != 0 or np.abs(ys - probs).max() > 1e-6
+            or _call(lib, "MindramSoftmaxGrad", [probs.astype(np.float32), gs, dscores]) != 0
+            or np.abs(dscores - ref_ds).max() > 1e-6):
+        raise RuntimeError(f"causal softmax self-test failed: {ys}, {dscores}")
     cube = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     for perm in ((0, 2, 1, 3), (3, 1, 0, 2)):
         moved = np.empty(cube.transpose(perm).shape, np.float32)

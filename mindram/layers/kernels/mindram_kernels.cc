@@ -390,3 +390,63 @@ extern "C" int MindramTranspose(int nparam, void **params, int *ndims, int64_t *
   });
   return 0;
 }
+
+// Causal softmax: input scores (..., L, L) float32; output y of the same shape, the softmax over the last axis of
+// scores + mask with mask = -inf above the diagonal of each L x L block (row i keeps keys j <= i; y = 0 beyond),
+// as in the CLIP text tower. One pass per row in place of a broadcasting Add (whose tensors MindSpore 2.10 keeps
+// for the life of a compiled graph) and Softmax. The row sum is accumulated in double.
+extern "C" int MindramCausalSoftmax(int nparam, void **params, int *ndims, int64_t **shapes,
+                                    const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 2 || ndims[0] < 2 || !all_float32(2, dtypes)) return 1;
+  const int64_t n = shapes[0][ndims[0] - 1];
+  if (n <= 0 || shapes[0][ndims[0] - 2] != n || numel(ndims[1], shapes[1]) != numel(ndims[0], shapes[0])) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  parallel_for(numel(ndims[0], shapes[0]) / n, (kGrain + n - 1) / n, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t keep = r % n + 1;
+      const float *xr = x + r * n;
+      float *yr = y + r * n;
+      float top = xr[0];
+      for (int64_t j = 1; j < keep; ++j) top = xr[j] > top ? xr[j] : top;
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < keep; ++j) {
+        yr[j] = exp_nonpos(xr[j] - top);
+        sum += yr[j];
+      }
+      const double inverse = 1.0 / sum;
+#pragma omp simd
+      for (int64_t j = 0; j < keep; ++j) yr[j] = static_cast<float>(yr[j] * inverse);
+      for (int64_t j = keep; j < n; ++j) yr[j] = 0.0f;
+    }
+  });
+  return 0;
+}
+
+// Softmax gradient over the last axis: inputs y (the softmax's output) and dout, same shape; output
+// dx = y * (dout - sum(y * dout)) per row (the dot product in double). Masked positions have y = 0, so dx = 0 there.
+extern "C" int MindramSoftmaxGrad(int nparam, void **params, int *ndims, int64_t **shapes,
+                                  const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 3 || ndims[0] < 1 || !all_float32(3, dtypes)) return 1;
+  const int64_t n = shapes[0][ndims[0] - 1], total = numel(ndims[0], shapes[0]);
+  if (n <= 0 || numel(ndims[1], shapes[1]) != total || numel(ndims[2], shapes[2]) != total) return 1;
+  const float *y = static_cast<const float *>(params[0]);
+  const float *dout = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  parallel_for(total / n, (kGrain + n - 1) / n, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float *yr = y + r * n, *gr = dout + r * n;
+      float *dr = dx + r * n;
+      double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < n; ++j) dot += static_cast<double>(yr[j]) * gr[j];
+      const float d = static_cast<float>(dot);
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - d);
+    }
+  });
+  return 0;
+}

@@ -10,6 +10,7 @@ the tensors, no temporaries; see docs/performance.md "Custom kernels"):
 * LayerNorm: dx, dweight, dbias (``MindramLayerNormGrad``, row statistics recomputed in float64).
 * Bias add (``MindramBiasAdd``): dx = dout, dbias = the column sums of dout (``MindramBiasGrad``, float64
   accumulation); MindSpore's own ``BiasAddGrad`` took ~1.1 s of a 19 s ViT-B/32 batch-32 training step.
+* Causal softmax (``MindramCausalSoftmax``): dx = y * (dout - sum(y * dout)) per row (``MindramSoftmaxGrad``).
 
 With ``MINDRAM_BUILTIN_KERNEL_GRADS=1`` the backward passes use built-in ops instead (the erf formula for GELU;
 the built-in ``ops.LayerNorm``'s own gradient at the same point for LayerNorm), as before the gradient kernels
@@ -157,6 +158,23 @@ def bias_add_primitive():
         return dout, bias_grad(dout)
 
     return _custom(lib, "MindramBiasAdd", bias_add_bprop)
+
+
+def causal_softmax_primitive():
+    """Custom op ``y = softmax(scores + causal mask)`` over the last axis of float32 scores (..., L, L), the mask
+    -inf above the diagonal of each L x L block; its gradient is a C++ kernel too. None if kernels are unavailable,
+    not on CPU, or ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for built-in backward passes."""
+    lib = _library()
+    if lib is None or builtin_grads():
+        return None
+    softmax_grad = _custom(lib, "MindramSoftmaxGrad")
+    if softmax_grad is None:
+        return None
+
+    def causal_softmax_bprop(scores, out, dout):  # pylint: disable=unused-argument
+        return (softmax_grad(out, dout),)
+
+    return _custom(lib, "MindramCausalSoftmax", causal_softmax_bprop)
 
 
 def _scalar_shape(*shapes):  # pylint: disable=unused-argument

@@ -42,7 +42,13 @@ class CLIPVisionConfig(BaseConfig):
 
 @dataclasses.dataclass
 class CLIPTextConfig(BaseConfig):
-    """Text tower: causal transformer pooled at the EOT token (argmax of the ids)."""
+    """Text tower: causal transformer pooled at the EOT token (argmax of the ids).
+
+    ``trim_padding``: ``get_text_features`` runs the tower on the positions up to the batch's last EOT token
+    only (rounded up to a power of two, at least 8, so few graph shapes are compiled). The result is the same,
+    since the causal mask keeps later positions out of the EOT token's features; short prompts cost a
+    fraction of the full context. False runs every position, as open_clip does.
+    """
 
     vocab_size: int = 49408
     max_position_embeddings: int = 77
@@ -52,6 +58,7 @@ class CLIPTextConfig(BaseConfig):
     intermediate_size: int = 2048
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
+    trim_padding: bool = True
 
     def validate(self):
         check_transformer_config(self, "text_config")

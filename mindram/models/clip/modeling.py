@@ -67,7 +67,7 @@ class TextTransformer(nn.Cell):
         self.token_embedding = Embedding(config.vocab_size, width, std=0.02)
         self.positional_embedding = normal_parameter((context, width), 0.01, rng)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
-                                       config.intermediate_size, config.hidden_act, config.layer_norm_eps)
+                                       config.intermediate_size, config.hidden_act, config.layer_norm_eps, causal=True)
         self.ln_final = LayerNorm(width, config.layer_norm_eps)
         self.text_projection = normal_parameter((width, output_dim), width ** -0.5, rng)
         self.attn_mask = Tensor(np.triu(np.full((context, context), -np.inf, np.float32), 1))
@@ -130,13 +130,32 @@ class CLIPModel(PreTrainedModel):
         return run_in_graph_mode(self.visual, _as_tensor(pixel_values, ms.float32))
 
     def get_text_features(self, input_ids):
-        """(N, L) token ids → (N, D) projected text features (not normalised)."""
+        """(N, L) token ids → (N, D) projected text features (not normalised).
+
+        With ``text_config.trim_padding`` (the default) the tower runs on the first :func:`text_length`
+        positions only: the same features, since no position after a row's EOT token reaches it.
+        """
+        if self.config.text_config.trim_padding:
+            ids = input_ids.asnumpy() if isinstance(input_ids, Tensor) else np.asarray(input_ids)
+            if ids.ndim == 2 and ids.size:
+                input_ids = np.ascontiguousarray(ids[:, :text_length(ids)])
         return run_in_graph_mode(self.text, _as_tensor(input_ids, ms.int32))
 
     @classmethod
     def config_from_state_dict(cls, params, source="state dict"):
         from .convert import config_from_state_dict
         return config_from_state_dict(params, source=source)
+
+
+def text_length(input_ids, minimum=8):
+    """Positions of ``input_ids`` (N, L) the text tower needs: up to the last EOT token of any row (the EOT has
+    the largest id; the first largest, as the tower's argmax), rounded up to a power of two ≥ ``minimum`` so
+    that a few graph shapes serve every batch; at most L."""
+    needed = int(np.asarray(input_ids).argmax(axis=1).max()) + 1
+    length = int(minimum)
+    while length < needed:
+        length *= 2
+    return min(length, np.shape(input_ids)[1])
 
 
 def _as_tensor(value, dtype):

@@ -1,0 +1,55 @@
+"""WeightMatMul: ``x @ weight.T`` taken as ``(weight @ x.T).T`` for the row counts where MindSpore's transposed-B
+MatMul is slow; the same values and gradients as the plain product on either side of the window."""
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+
+from mindram.errors import ConfigError
+from mindram.layers import Linear
+from mindram.layers.linear import SWAPPED_ROWS, SWAPPED_ROWS_ENV, WeightMatMul, swapped_rows
+from mindram.utils.graph import run_in_graph_mode
+
+
+class _Loss(nn.Cell):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, x):
+        return (self.layer(x) ** 2).sum()
+
+
+def _grads(layer, x):
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(_Loss(layer), layer.trainable_params())
+    (dx,), dparams = run_in_graph_mode(grad, Tensor(x))
+    return [dx.asnumpy()] + [d.asnumpy() for d in dparams]
+
+
+@pytest.mark.parametrize("rows", [1, SWAPPED_ROWS[0], 20, SWAPPED_ROWS[1] - 1, SWAPPED_ROWS[1], 70])
+def test_swapped_product_equals_the_plain_one(rows, monkeypatch):
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    layer = Linear(24, 40)
+    monkeypatch.setenv(SWAPPED_ROWS_ENV, "0,0")
+    plain = Linear(24, 40)
+    for mine, theirs in zip(plain.get_parameters(), layer.get_parameters()):
+        mine.set_data(Tensor(theirs.asnumpy()))
+    assert (plain.matmul.low, plain.matmul.high) == (0, 0)
+    assert (layer.matmul.low, layer.matmul.high) == SWAPPED_ROWS
+    expected = x @ layer.weight.asnumpy().T + layer.bias.asnumpy()
+    for cell in (layer, plain):
+        out = run_in_graph_mode(cell, Tensor(x)).asnumpy()
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cell(Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)   # PyNative
+    for got, want in zip(_grads(layer, x), _grads(plain, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_window_is_a_setting(monkeypatch):
+    monkeypatch.delenv(SWAPPED_ROWS_ENV, raising=False)
+    assert swapped_rows() == SWAPPED_ROWS
+    monkeypatch.setenv(SWAPPED_ROWS_ENV, "8,32")
+    assert swapped_rows() == (8, 32) and (WeightMatMul().low, WeightMatMul().high) == (8, 32)
+    monkeypatch.setenv(SWAPPED_ROWS_ENV, "sixteen")
+    with pytest.raises(ConfigError, match=r"MINDRAM_SWAPPED_GEMM_ROWS='sixteen': expected two integers"):
+        swapped_rows()
