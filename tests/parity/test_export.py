@@ -100,6 +100,11 @@ def test_fixed_batch_int32_export_feeds_any_batch(tiny_model, tmp_path):
     ids = mindram.tokenize(TEXTS[:3])
     assert _max_diff(backend.get_image_features(pixels), tiny_model.get_image_features(pixels).asnumpy()) <= 1e-5
     assert _max_diff(backend.get_text_features(ids), tiny_model.get_text_features(ids).asnumpy()) <= 1e-5
+    # ONNX Runtime's memory pattern is off unless asked for (it raised large batches' peak memory)
+    assert not backend.graphs["image"].session.get_session_options().enable_mem_pattern
+    planned = load_backend("onnxruntime", tmp_path / "e", memory_pattern=True)
+    assert planned.graphs["text"].session.get_session_options().enable_mem_pattern
+    assert _max_diff(planned.get_text_features(ids), backend.get_text_features(ids)) == 0
 
 
 def test_large_onnx_keeps_weights_beside_the_graph(tiny_model, tmp_path, monkeypatch):
