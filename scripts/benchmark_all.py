@@ -20,8 +20,8 @@ Cases (mindram vs torch, same weights, interleaved rounds in two worker processe
 ``--quick``: ViT-B-32 towers at batch 1 and 32, RAM++ Swin-B 384 at batch 1 (the smallest RAM++ both
 implementations configure), the training step at batch 8, 5 rounds of about 1 s. ``--models``,
 ``--batch_sizes``, ``--load_models``, ``--ram_vit``, ``--ram_batch_sizes``, ``--train_batch_sizes`` override either preset and
-``--match`` keeps the cases whose name contains one of the given texts. A case that fails (after ``--retries``
-more tries) is reported as one line in the table and the run goes on. The document (``--output``, default
+``--match`` keeps the cases whose name contains one of the given texts, ``--skip`` leaves out those that contain
+one. A case that fails (after ``--retries`` more tries) is reported as one line in the table and the run goes on. The document (``--output``, default
 ``docs/benchmarks.md``) and ``--json`` are written atomically after every case, so that an interrupted run
 leaves the cases measured so far.
 """
@@ -65,6 +65,7 @@ def parse_args(argv):
     parser.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS),
                         help="which groups of cases, run in this order")
     parser.add_argument("--match", nargs="+", help="keep only the cases whose name contains one of these texts")
+    parser.add_argument("--skip", nargs="+", help="leave out the cases whose name contains one of these texts")
     parser.add_argument("--models", nargs="+", help="open_clip architectures of the tower cases")
     parser.add_argument("--batch_sizes", type=int, nargs="+", help="batch sizes of the tower cases")
     parser.add_argument("--backends", nargs="+", choices=sorted(benchmark_clip.CANDIDATES),
@@ -119,6 +120,8 @@ def planned_cases(args):
                                                                                 args.train_batch_sizes)]
     if args.match:
         planned = [(c, s) for c, s in planned if any(text in c.name for text in args.match)]
+    if args.skip:
+        planned = [(c, s) for c, s in planned if not any(text in c.name for text in args.skip)]
     return planned, skipped
 
 

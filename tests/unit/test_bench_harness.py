@@ -250,6 +250,12 @@ def test_load_cases_time_from_pretrained_against_open_clip_loading_the_same_file
     assert benchmark_load.catalog_name("ViT-L-14") == "clip_vit_l_14"
     planned, _ = benchmark_all.planned_cases(benchmark_all.parse_args(["--quick", "--groups", "load"]))
     assert [case.name for case, _ in planned] == ["load CLIP ViT-B-32"]
+    planned, _ = benchmark_all.planned_cases(benchmark_all.parse_args(
+        ["--groups", "clip", "--models", "ViT-B-32", "--batch_sizes", "1", "32", "--backends", "mindspore",
+         "onnxruntime", "--match", "text", "--skip", "bs1 onnxruntime", "text_full bs32"]))
+    assert [case.name for case, _ in planned] == [
+        "CLIP ViT-B-32 text bs1", "CLIP ViT-B-32 text_full bs1", "CLIP ViT-B-32 text bs32",
+        "CLIP ViT-B-32 text bs32 onnxruntime"]
 
 
 def test_markdown_report_says_whether_the_machine_was_shared(document):
