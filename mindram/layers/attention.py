@@ -16,8 +16,8 @@ from .permute import Permute
 
 class CausalSoftmax(nn.Cell):
     """``softmax(scores + mask)`` over the last axis where ``mask`` is the causal mask of the last two axes (-inf
-    above the diagonal): one C++ kernel pass for static-shape float32 scores (rows keep keys up to their own
-    position; gradient by a kernel too), else the built-in add and softmax. Besides the pass it saves, it avoids
+    above the diagonal): one C++ kernel pass for static-shape float32 scores outside training (rows keep keys up to
+    their own position; it has a gradient kernel too), else the built-in add and softmax. Besides the pass it saves, it avoids
     MindSpore 2.10's broadcasting ``Add``, whose tensors a compiled graph keeps for its whole life
     (docs/performance.md "Memory")."""
 
@@ -28,7 +28,9 @@ class CausalSoftmax(nn.Cell):
         self.softmax = ops.Softmax(axis=-1)
 
     def construct(self, scores, mask):
-        if self.use_kernel and kernel_input(scores):
+        # inference only: in a training graph the kernel's backward kept ~460 MiB more (ViT-B/32 training step at
+        # batch 32: peak 6260 vs 5797 MiB with the built-in ops, docs/performance.md), for no measurable speed
+        if self.use_kernel and not self.training and kernel_input(scores):
             return self.kernel(scores)
         return self.softmax(scores + mask.astype(scores.dtype))
 
