@@ -105,6 +105,10 @@ def test_fixed_batch_int32_export_feeds_any_batch(tiny_model, tmp_path):
     planned = load_backend("onnxruntime", tmp_path / "e", memory_pattern=True)
     assert planned.graphs["text"].session.get_session_options().enable_mem_pattern
     assert _max_diff(planned.get_text_features(ids), backend.get_text_features(ids)) == 0
+    unpacked = load_backend("onnxruntime", tmp_path / "e", prepack=False)
+    config = unpacked.graphs["image"].session.get_session_options().get_session_config_entry
+    assert config("session.disable_prepacking") == "1"
+    assert _max_diff(unpacked.get_image_features(pixels), backend.get_image_features(pixels)) <= 1e-5
 
 
 def test_large_onnx_keeps_weights_beside_the_graph(tiny_model, tmp_path, monkeypatch):
