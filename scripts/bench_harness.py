@@ -192,7 +192,10 @@ def _measure(case, settings, workers):
                          f"({items} vs {info[case.candidate.name]['items']})")
     outputs = [workers[s.name].request("output")["path"] for s in sides]
     diff, scale = _max_abs_diff(outputs)
-    flops = workers[case.reference.name].request("flops")["flops"]
+    # a side that does less work than the reference (mindram's text tower skips padding) counts its own FLOPs;
+    # one that counts none is credited with the reference's
+    flops = {s.name: workers[s.name].request("flops")["flops"] for s in sides}
+    reference_flops = flops[case.reference.name]
     iters = {}
     for side in sides:
         for _ in range(settings.warmup):
@@ -209,16 +212,14 @@ def _measure(case, settings, workers):
         worker = workers[side.name]
         memory = worker.request("memory")
         gemm = worker.request("gemm", n=settings.gemm_n, repeats=settings.gemm_repeats)["gflops"]
-        # a side that does less work than the reference (mindram's text tower skips padding) counts its own FLOPs
-        side_flops = worker.request("flops")["flops"] if side is not case.reference else flops
-        side_flops = side_flops or flops
+        side_flops = flops[side.name] or reference_flops
         results[side.name] = {**_side_summary(rounds[side.name], items, side_flops), "flops_per_call": side_flops,
                               **memory,
                               "framework": info[side.name]["framework"], "gemm_gflops": gemm,
                               "versions": info[side.name]["versions"], "rounds": rounds[side.name]}
     ratios = [(c["iters"] / c["wall_s"]) / (r["iters"] / r["wall_s"])
               for r, c in zip(rounds[case.reference.name], rounds[case.candidate.name])]
-    return {"name": case.name, "unit": case.unit, "items": items, "flops_per_call": flops,
+    return {"name": case.name, "unit": case.unit, "items": items, "flops_per_call": reference_flops,
             "reference": case.reference.name, "candidate": case.candidate.name,
             "max_abs_diff": diff, "reference_abs_max": scale, "ratio": {**spread(ratios), "per_round": ratios},
             "loadavg_1min": spread([r["loadavg"][0] for side in sides for r in rounds[side.name]]),

@@ -17,8 +17,8 @@ from .permute import Permute
 class CausalSoftmax(nn.Cell):
     """``softmax(scores + mask)`` over the last axis where ``mask`` is the causal mask of the last two axes (-inf
     above the diagonal): one C++ kernel pass for static-shape float32 scores outside training (rows keep keys up to
-    their own position; it has a gradient kernel too), else the built-in add and softmax. Besides the pass it saves, it avoids
-    MindSpore 2.10's broadcasting ``Add``, whose tensors a compiled graph keeps for its whole life
+    their own position; it has a gradient kernel too), else the built-in add and softmax. Besides the pass it
+    saves, it avoids MindSpore 2.10's broadcasting ``Add``, whose tensors a compiled graph keeps for its whole life
     (docs/performance.md "Memory")."""
 
     def __init__(self):

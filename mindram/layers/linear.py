@@ -7,11 +7,10 @@ import math
 import os
 
 from mindspore import nn, ops
-from mindspore.ops import functional as F
 
 from ..errors import ConfigError
 from ..utils.random import uniform_parameter
-from .kernels import bias_add_primitive, kernel_input
+from .kernels import bias_add_primitive, kernel_input, static_shape
 from .permute import Permute
 
 SWAPPED_ROWS_ENV = "MINDRAM_SWAPPED_GEMM_ROWS"
@@ -47,9 +46,8 @@ class WeightMatMul(nn.Cell):
         self.swap_back = Permute((1, 0))
 
     def construct(self, x, weight):
-        if not F.is_sequence_value_unknown(ops.shape(x)):
-            if self.low <= x.shape[0] < self.high:
-                return self.swap_back(self.matmul(weight, x))
+        if static_shape(x) and self.low <= x.shape[0] < self.high:
+            return self.swap_back(self.matmul(weight, x))
         return self.matmul(x, weight)
 
 

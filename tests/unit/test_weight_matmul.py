@@ -53,3 +53,14 @@ def test_the_window_is_a_setting(monkeypatch):
     monkeypatch.setenv(SWAPPED_ROWS_ENV, "sixteen")
     with pytest.raises(ConfigError, match=r"MINDRAM_SWAPPED_GEMM_ROWS='sixteen': expected two integers"):
         swapped_rows()
+
+
+def test_dynamic_row_count_takes_the_plain_product():
+    """With a dynamic row count the window cannot be tested when compiling: the plain product, correct values."""
+    from mindspore import dtype as mstype
+    layer = Linear(24, 40)
+    layer.set_inputs(Tensor(shape=[None, 24], dtype=mstype.float32))
+    for rows in (20, 70):
+        x = np.random.default_rng(rows).standard_normal((rows, 24)).astype(np.float32)
+        expected = x @ layer.weight.asnumpy().T + layer.bias.asnumpy()
+        np.testing.assert_allclose(run_in_graph_mode(layer, Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)

@@ -8,8 +8,8 @@ back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
 from .ops import (bias_add_primitive, causal_softmax_primitive, eps_tensor, gelu_primitive, kernel_input,
-                  layer_norm_primitive, square_sum_primitive, transpose_primitive)
+                  layer_norm_primitive, square_sum_primitive, static_shape, transpose_primitive)
 
 __all__ = ["build_info", "kernel_library", "kernels_disabled", "bias_add_primitive", "causal_softmax_primitive",
            "eps_tensor", "gelu_primitive", "kernel_input", "layer_norm_primitive", "square_sum_primitive",
-           "transpose_primitive"]
+           "static_shape", "transpose_primitive"]

@@ -30,10 +30,15 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def static_shape(x):
+    """True when ``x``'s shape is known when the graph is compiled (usable inside ``construct``)."""
+    return not F.is_sequence_value_unknown(ops.shape(x))
+
+
 def kernel_input(x):
     """True when the kernels take ``x``: float32 with a static shape (custom aot ops fail on dynamic shapes).
     Used inside ``construct`` (graph mode and PyNative) by every layer with a kernel path."""
-    return x.dtype == ms.float32 and not F.is_sequence_value_unknown(ops.shape(x))
+    return x.dtype == ms.float32 and static_shape(x)
 
 
 def _same_shape(*shapes):
