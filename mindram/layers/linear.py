@@ -73,14 +73,19 @@ class BroadcastAdd(nn.Cell):
 
     MindSpore 2.10's CPU ``Add`` keeps the memory of a broadcasting add's tensors for the life of a compiled graph
     (a Swin graph held every attention map its relative-position bias was added to; docs/performance.md
-    "Memory"); the kernel's tensors are freed and reused like any other op's. Without kernels: ``x + b``."""
+    "Memory"); the kernel's tensors are freed and reused like any other op's. Without kernels: ``x + b``.
 
-    def __init__(self):
+    ``in_training=False`` keeps the built-in add in a training graph (CLIP's: a 2-rank msrun job stopped with
+    mismatched collectives when the kernel ran on the text tower's mask, docs/performance.md "Memory")."""
+
+    def __init__(self, in_training=True):
         super().__init__()
         self.bias_add = BiasAdd()
+        self.in_training = bool(in_training)
 
     def construct(self, x, b):
-        if self.bias_add.use_kernel and kernel_input(x) and kernel_input(b):
+        if (self.bias_add.use_kernel and (self.in_training or not self.training) and kernel_input(x)
+                and kernel_input(b)):
             size = b.size
             return self.bias_add(x.reshape(-1, size), b.reshape(size)).reshape(x.shape)
         return x + b

@@ -72,6 +72,19 @@ def test_broadcast_add_equals_numpy_with_both_gradients(mode):
     np.testing.assert_array_equal(out, np.broadcast_to(1 + mask, (2, 4, 4)))
 
 
+@pytest.mark.usefixtures("kernel_lib")
+def test_broadcast_add_not_in_training_keeps_the_builtin_add_in_training():
+    """``BroadcastAdd(in_training=False)`` (CLIP's position embeddings) runs the kernel in inference only."""
+    x, b = np.ones((2, 3, 4), np.float32), np.arange(12, dtype=np.float32).reshape(3, 4)
+    for in_training, training, kernel_calls in [(False, False, 1), (False, True, 0), (True, True, 1)]:
+        cell = BroadcastAdd(in_training=in_training)
+        kernel, calls = cell.bias_add.kernel, []
+        cell.bias_add.kernel = lambda *args, kernel=kernel, calls=calls: calls.append(1) or kernel(*args)
+        cell.set_train(training)
+        np.testing.assert_array_equal(cell(ms.Tensor(x), ms.Tensor(b)).asnumpy(), x + b)
+        assert len(calls) == kernel_calls, (in_training, training)
+
+
 _MEMORY_PROBE = r"""
 import json, sys
 import numpy as np

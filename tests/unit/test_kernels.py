@@ -17,7 +17,7 @@ from mindspore import nn
 
 from mindram.layers import kernels
 from mindram.layers.activation import GELU, get_activation
-from mindram.layers.attention import CausalSoftmax
+from mindram.layers.attention import MultiheadAttention
 from mindram.layers.kernels import build
 from mindram.layers.linear import Linear
 from mindram.layers.norm import LayerNorm
@@ -227,39 +227,50 @@ def test_bias_add_kernel_and_its_gradient(mode):
 
 @needs_kernels
 @pytest.mark.parametrize("mode", MODES, indirect=True)
-def test_causal_softmax_kernel_and_its_gradient(mode):
-    """CausalSoftmax (the CLIP text tower's masked softmax) against float64 and the built-in add + softmax it
-    replaces: probabilities and gradient, every row keeping exactly the keys up to its own position."""
-    rng = np.random.default_rng(6)
-    n = 9
-    scores = (rng.standard_normal((3, 4, n, n)) * 4).astype(np.float32)
-    dy = rng.standard_normal(scores.shape).astype(np.float32)
-    mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
-    masked = scores.astype(np.float64) + mask
-    ref = np.exp(masked - masked.max(-1, keepdims=True))
-    ref /= ref.sum(-1, keepdims=True)
-    ref_grad = ref * (dy - (ref * dy).sum(-1, keepdims=True))
-    cell = CausalSoftmax()
-    assert cell.use_kernel
-    results = []
-    for use_kernel in (True, False):
-        cell.use_kernel = use_kernel
-        net = _WithMask(cell, ms.Tensor(mask))
-        y = net(ms.Tensor(scores)).asnumpy()
-        grad = ms.grad(Loss(net))(ms.Tensor(scores), ms.Tensor(dy)).asnumpy()
-        assert np.abs(y - ref).max() <= 1e-6 and np.abs(grad - ref_grad).max() <= 1e-5, use_kernel
-        results.append((y, grad))
-    assert np.all(results[0][0][..., mask < 0] == 0) and np.all(results[0][1][..., mask < 0] == 0)
-    assert np.abs(results[0][0] - results[1][0]).max() <= 1e-6
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("length, heads, width", [(50, 12, 768), (19, 3, 60), (1, 2, 8)])
+def test_fused_attention_kernel_matches_float64_and_the_op_by_op_path(mode, causal, length, heads, width):
+    """MultiheadAttention's fused inference kernel (packed q/k/v -> merged heads) against a float64 reference and
+    against the split / transpose / softmax path it replaces, which training graphs still take (with gradients)."""
+    rng = np.random.default_rng(7)
+    x = ms.Tensor(rng.standard_normal((3, length, width)).astype(np.float32))
+    attn = MultiheadAttention(width, heads, causal=causal)
+    attn.in_proj_bias.set_data(ms.Tensor(rng.standard_normal(3 * width).astype(np.float32)))
+    mask = ms.Tensor(np.triu(np.full((length, length), -np.inf, np.float32), 1)) if causal else None
+    assert attn.use_fused
+    calls = []
+    fused = attn.fused
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return fused(*args)
+
+    attn.fused = spy if mode == ms.PYNATIVE_MODE else fused
+    attn.set_train(False)
+    got = attn(x, mask).asnumpy()
+    qkv = x.asnumpy().reshape(-1, width) @ attn.in_proj_weight.asnumpy().T + attn.in_proj_bias.asnumpy()
+    core = build.attention_reference(qkv.reshape(3, length, 3 * width), heads, causal, np)
+    out_w, out_b = attn.out_proj.weight.asnumpy().astype(np.float64), attn.out_proj.bias.asnumpy()
+    assert np.abs(got - (core @ out_w.T + out_b)).max() <= 1e-5
+    attn.fused = fused
+    attn.use_fused = False
+    assert np.abs(got - attn(x, mask).asnumpy()).max() <= 1e-5
+    if mode == ms.PYNATIVE_MODE:
+        assert calls == [(3, length, 3 * width)]
+    attn.use_fused = True
+    attn.set_train(True)   # training: the op-by-op path, which has gradients
+    assert np.abs(got - attn(x, mask).asnumpy()).max() <= 1e-5
+    grad = ms.grad(_AttentionLoss(attn, mask))(x)
+    assert np.isfinite(grad.asnumpy()).all() and np.abs(grad.asnumpy()).max() > 0
 
 
-class _WithMask(nn.Cell):
-    def __init__(self, net, mask):
+class _AttentionLoss(nn.Cell):
+    def __init__(self, attn, mask):
         super().__init__()
-        self.net, self.mask = net, mask
+        self.attn, self.mask = attn, mask
 
     def construct(self, x):
-        return self.net(x, self.mask)
+        return (self.attn(x, self.mask) ** 2).sum()
 
 
 @needs_kernels

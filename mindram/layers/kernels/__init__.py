@@ -1,5 +1,5 @@
-"""Optional C++ kernels (exact GELU, LayerNorm, bias add, transpose, causal softmax, and their gradients) for
-MindSpore CPU, built at first use.
+"""Optional C++ kernels (exact GELU, LayerNorm, bias add, transpose, and their gradients; fused self-attention
+for inference) for MindSpore CPU, built at first use.
 
 :func:`kernel_library` compiles/caches the shared library and returns its path, or None when the
 kernels are disabled (``MINDRAM_DISABLE_KERNELS=1``) or cannot be built; the primitive factories
@@ -7,9 +7,9 @@ then return None, as they do when MindSpore's ``device_target`` is not ``"CPU"``
 back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
-from .ops import (bias_add_primitive, causal_softmax_primitive, eps_tensor, gelu_primitive, kernel_input,
+from .ops import (attention_primitive, bias_add_primitive, eps_tensor, gelu_primitive, kernel_input,
                   layer_norm_primitive, square_sum_primitive, static_shape, transpose_primitive)
 
-__all__ = ["build_info", "kernel_library", "kernels_disabled", "bias_add_primitive", "causal_softmax_primitive",
+__all__ = ["build_info", "kernel_library", "kernels_disabled", "attention_primitive", "bias_add_primitive",
            "eps_tensor", "gelu_primitive", "kernel_input", "layer_norm_primitive", "square_sum_primitive",
            "static_shape", "transpose_primitive"]

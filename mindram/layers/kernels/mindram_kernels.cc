@@ -1,4 +1,5 @@
-// Exact-fp32 GELU (erf) and LayerNorm, and their gradients, for MindSpore ops.Custom(func_type="aot") on CPU.
+// Exact-fp32 GELU (erf), LayerNorm, bias add, transpose and their gradients, and a fused self-attention core for
+// inference, for MindSpore ops.Custom(func_type="aot") on CPU.
 //
 // Entry points follow MindSpore's aot CPU signature:
 //   int f(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -9,6 +10,7 @@
 // OpenMP pool whose idle threads would spin and steal cores from oneDNN's matmuls); the count is
 // the CPUs in this thread's affinity mask, at most 8, or $MINDRAM_KERNEL_THREADS.
 #include <sched.h>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -392,61 +394,121 @@ extern "C" int MindramTranspose(int nparam, void **params, int *ndims, int64_t *
 }
 
 // Causal softmax: input scores (..., L, L) float32; output y of the same shape, the softmax over the last axis of
-// scores + mask with mask = -inf above the diagonal of each L x L block (row i keeps keys j <= i; y = 0 beyond),
-// as in the CLIP text tower. One pass per row in place of a broadcasting Add (whose tensors MindSpore 2.10 keeps
-// for the life of a compiled graph) and Softmax. The row sum is accumulated in double.
-extern "C" int MindramCausalSoftmax(int nparam, void **params, int *ndims, int64_t **shapes,
-                                    const char **dtypes, void *stream, void *extra) {
-  (void)stream, (void)extra;
-  if (nparam != 2 || ndims[0] < 2 || !all_float32(2, dtypes)) return 1;
-  const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || shapes[0][ndims[0] - 2] != n || numel(ndims[1], shapes[1]) != numel(ndims[0], shapes[0])) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  parallel_for(numel(ndims[0], shapes[0]) / n, (kGrain + n - 1) / n, [=](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) {
-      const int64_t keep = r % n + 1;
-      const float *xr = x + r * n;
-      float *yr = y + r * n;
-      float top = xr[0];
-      for (int64_t j = 1; j < keep; ++j) top = xr[j] > top ? xr[j] : top;
+// Self-attention core for inference: inputs qkv (B, N, 3C) (q, k and v side by side, each C = H * D wide, heads
+// contiguous inside each), heads (H,) (only its shape is read); output (B, N, C), the heads side by side:
+// out[b, i, h*D:(h+1)*D] = softmax(q_i . k_j / sqrt(D) over j) @ v, with j <= i when `causal`.
+// One task per (b, h): its keys are copied transposed (D x Np, Np = N rounded up to a tile, zero-padded) and its values
+// contiguous, then blocks of kRows queries take their scores (kRows x kTile register tiles over D), softmax (row sum
+// in double) and weighted sum of values. No (B, H, N, N) score tensor exists, and none of the split / head-transpose /
+// scale / merge tensors of the op-by-op graph.
+namespace {
+
+// queries per block x keys (or value columns) per tile: the accumulators fill the vector registers
+#if defined(__AVX512F__)
+constexpr int64_t kRows = 8, kTile = 32;
+#else
+constexpr int64_t kRows = 6, kTile = 16;
+#endif
+
+template <bool causal>
+void attention_head(const float *qkv, float *out, int64_t n, int64_t c, int64_t d, int64_t h, float *kt, float *v,
+                    float *s) {
+  const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile, stride = 3 * c;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (int64_t j = 0; j < np; ++j) {
+    const float *kj = qkv + (j < n ? j : 0) * stride + c + h * d;
+    for (int64_t e = 0; e < d; ++e) kt[e * np + j] = j < n ? kj[e] : 0.0f;
+  }
+  for (int64_t j = 0; j < n; ++j) std::memcpy(v + j * dp, qkv + j * stride + 2 * c + h * d, d * sizeof(float));
+  for (int64_t i0 = 0; i0 < n; i0 += kRows) {
+    const int64_t rows = n - i0 < kRows ? n - i0 : kRows;
+    float q[kRows][512];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t e = 0; e < d; ++e) q[r][e] = r < rows ? qkv[(i0 + r) * stride + h * d + e] * scale : 0.0f;
+    const int64_t keys = causal ? (i0 + rows + kTile - 1) / kTile * kTile : np;
+    for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
+      float acc[kRows][kTile] = {};
+      for (int64_t e = 0; e < d; ++e) {
+        const float *kr = kt + e * np + j0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float qe = q[r][e];
+#pragma omp simd
+          for (int64_t t = 0; t < kTile; ++t) acc[r][t] += qe * kr[t];
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r) std::memcpy(s + r * np + j0, acc[r], sizeof(acc[r]));
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float *sr = s + r * np;
+      const int64_t keep = causal ? i0 + r + 1 : n;
+      float top = sr[0];
+      for (int64_t j = 1; j < keep; ++j) top = sr[j] > top ? sr[j] : top;
       double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j < keep; ++j) {
-        yr[j] = exp_nonpos(xr[j] - top);
-        sum += yr[j];
+        sr[j] = exp_nonpos(sr[j] - top);
+        sum += sr[j];
       }
-      const double inverse = 1.0 / sum;
+      const float inverse = static_cast<float>(1.0 / sum);
 #pragma omp simd
-      for (int64_t j = 0; j < keep; ++j) yr[j] = static_cast<float>(yr[j] * inverse);
-      for (int64_t j = keep; j < n; ++j) yr[j] = 0.0f;
+      for (int64_t j = 0; j < keep; ++j) sr[j] *= inverse;
+      for (int64_t j = keep; j < n; ++j) sr[j] = 0.0f;
     }
-  });
-  return 0;
+    const int64_t keys_used = causal ? (i0 + rows < n ? i0 + rows : n) : n;
+    for (int64_t e0 = 0; e0 < d; e0 += kTile) {
+      const int64_t width = d - e0 < kTile ? d - e0 : kTile;
+      float acc[kRows][kTile] = {};
+      for (int64_t j = 0; j < keys_used; ++j) {
+        const float *vj = v + j * dp + e0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float p = s[r * np + j];
+#pragma omp simd
+          for (int64_t t = 0; t < kTile; ++t) acc[r][t] += p * vj[t];
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(out + (i0 + r) * c + h * d + e0, acc[r], width * sizeof(float));
+    }
+  }
 }
 
-// Softmax gradient over the last axis: inputs y (the softmax's output) and dout, same shape; output
-// dx = y * (dout - sum(y * dout)) per row (the dot product in double). Masked positions have y = 0, so dx = 0 there.
-extern "C" int MindramSoftmaxGrad(int nparam, void **params, int *ndims, int64_t **shapes,
-                                  const char **dtypes, void *stream, void *extra) {
-  (void)stream, (void)extra;
-  if (nparam != 3 || ndims[0] < 1 || !all_float32(3, dtypes)) return 1;
-  const int64_t n = shapes[0][ndims[0] - 1], total = numel(ndims[0], shapes[0]);
-  if (n <= 0 || numel(ndims[1], shapes[1]) != total || numel(ndims[2], shapes[2]) != total) return 1;
-  const float *y = static_cast<const float *>(params[0]);
-  const float *dout = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  parallel_for(total / n, (kGrain + n - 1) / n, [=](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) {
-      const float *yr = y + r * n, *gr = dout + r * n;
-      float *dr = dx + r * n;
-      double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < n; ++j) dot += static_cast<double>(yr[j]) * gr[j];
-      const float d = static_cast<float>(dot);
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - d);
+template <bool causal>
+int attention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3 || ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3) return 1;
+  if (std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[2], "float32") != 0) return 1;
+  const int64_t b = shapes[0][0], n = shapes[0][1], heads = shapes[1][0];
+  if (b <= 0 || n <= 0 || heads <= 0 || shapes[0][2] % (3 * heads) != 0) return 1;
+  const int64_t c = shapes[0][2] / 3, d = c / heads;
+  if (d > 512 || shapes[2][0] != b || shapes[2][1] != n || shapes[2][2] != c) return 1;
+  const float *qkv = static_cast<const float *>(params[0]);
+  float *out = static_cast<float *>(params[2]);
+  const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile;
+  std::atomic<bool> failed{false};
+  parallel_for(b * heads, 1, [=, &failed](int64_t lo, int64_t hi) {
+    float *buffer = static_cast<float *>(std::calloc(d * np + np * dp + kRows * np, sizeof(float)));
+    if (buffer == nullptr) {
+      failed = true;
+      return;
     }
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t batch = task / heads, h = task % heads;
+      attention_head<causal>(qkv + batch * n * 3 * c, out + batch * n * c, n, c, d, h, buffer, buffer + d * np,
+                             buffer + d * np + np * dp);
+    }
+    std::free(buffer);
   });
-  return 0;
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+extern "C" int MindramAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention<false>(nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int MindramCausalAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                      void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention<true>(nparam, params, ndims, shapes, dtypes);
 }

@@ -10,7 +10,6 @@ the tensors, no temporaries; see docs/performance.md "Custom kernels"):
 * LayerNorm: dx, dweight, dbias (``MindramLayerNormGrad``, row statistics recomputed in float64).
 * Bias add (``MindramBiasAdd``): dx = dout, dbias = the column sums of dout (``MindramBiasGrad``, float64
   accumulation); MindSpore's own ``BiasAddGrad`` took ~1.1 s of a 19 s ViT-B/32 batch-32 training step.
-* Causal softmax (``MindramCausalSoftmax``): dx = y * (dout - sum(y * dout)) per row (``MindramSoftmaxGrad``).
 
 With ``MINDRAM_BUILTIN_KERNEL_GRADS=1`` the backward passes use built-in ops instead (the erf formula for GELU;
 the built-in ``ops.LayerNorm``'s own gradient at the same point for LayerNorm), as before the gradient kernels
@@ -165,21 +164,21 @@ def bias_add_primitive():
     return _custom(lib, "MindramBiasAdd", bias_add_bprop)
 
 
-def causal_softmax_primitive():
-    """Custom op ``y = softmax(scores + causal mask)`` over the last axis of float32 scores (..., L, L), the mask
-    -inf above the diagonal of each L x L block; its gradient is a C++ kernel too. None if kernels are unavailable,
-    not on CPU, or ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for built-in backward passes."""
+def _merged_heads_shape(qkv_shape, heads_shape):  # pylint: disable=unused-argument
+    return list(qkv_shape[:-1]) + [qkv_shape[-1] // 3]
+
+
+def attention_primitive(causal):
+    """Custom op ``out = attention(qkv, heads)`` for inference: ``qkv`` (B, N, 3C) float32 (q, k, v side by side),
+    ``heads`` a (H,) tensor whose shape gives the head count; ``out`` (B, N, C) = softmax(q k^T / sqrt(C/H)
+    [+ causal mask]) v per head, heads merged. One pass per (batch, head), without the (B, H, N, N) scores or the
+    split and head-transposed copies (docs/performance.md "Memory"). No gradient: training graphs use the built-in
+    ops. None if kernels are unavailable or not on CPU."""
     lib = _library()
-    if lib is None or builtin_grads():
+    if lib is None:
         return None
-    softmax_grad = _custom(lib, "MindramSoftmaxGrad")
-    if softmax_grad is None:
-        return None
-
-    def causal_softmax_bprop(scores, out, dout):  # pylint: disable=unused-argument
-        return (softmax_grad(out, dout),)
-
-    return _custom(lib, "MindramCausalSoftmax", causal_softmax_bprop)
+    name = "MindramCausalAttention" if causal else "MindramAttention"
+    return _custom(lib, name, out_shape=_merged_heads_shape)
 
 
 def _scalar_shape(*shapes):  # pylint: disable=unused-argument

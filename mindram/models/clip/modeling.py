@@ -13,7 +13,7 @@ import mindspore as ms
 from ...utils.random import constant_parameter, init_rng, normal_parameter
 from mindspore import Tensor, nn, ops
 
-from ...layers import Embedding, LayerNorm, PatchEmbed, Transformer
+from ...layers import BroadcastAdd, Embedding, LayerNorm, PatchEmbed, Transformer
 from ...utils.graph import run_in_graph_mode
 from ..modeling_utils import PreTrainedModel
 from .configuration import CLIPConfig
@@ -45,12 +45,13 @@ class VisionTransformer(nn.Cell):
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
         self.ln_post = LayerNorm(width, config.layer_norm_eps)
         self.proj = normal_parameter((width, output_dim), scale, rng)
+        self.add_positions = BroadcastAdd(in_training=False)
 
     def construct(self, pixel_values):
         x = self.conv1(pixel_values.astype(self.compute_dtype))
         batch, _, width = x.shape
         cls = ops.broadcast_to(self.class_embedding.astype(x.dtype).reshape(1, 1, width), (batch, 1, width))
-        x = ops.concat((cls, x), axis=1) + self.positional_embedding.astype(x.dtype)
+        x = self.add_positions(ops.concat((cls, x), axis=1), self.positional_embedding.astype(x.dtype))
         x = self.transformer(self.ln_pre(x))
         pooled = self.ln_post(x[:, 0, :])
         return ops.matmul(pooled, self.proj.astype(pooled.dtype)).astype(ms.float32)
@@ -72,12 +73,13 @@ class TextTransformer(nn.Cell):
         self.text_projection = normal_parameter((width, output_dim), width ** -0.5, rng)
         self.attn_mask = Tensor(np.triu(np.full((context, context), -np.inf, np.float32), 1))
         self.argmax = ops.Argmax(axis=-1, output_type=ms.int32)
+        self.add_positions = BroadcastAdd(in_training=False)
 
     def construct(self, input_ids):
         input_ids = input_ids.astype(ms.int32)
         batch, length = input_ids.shape
         x = self.token_embedding(input_ids).astype(self.compute_dtype)
-        x = x + self.positional_embedding[:length].astype(x.dtype)
+        x = self.add_positions(x, self.positional_embedding[:length].astype(x.dtype))
         x = self.transformer(x, self.attn_mask[:length, :length])
         # the EOT token has the largest id; layer norm is per token, so pool first
         eot = self.argmax(input_ids) + ops.arange(0, batch, dtype=ms.int32) * length
