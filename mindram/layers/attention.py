@@ -5,12 +5,11 @@ so that checkpoints map one to one. q, k and v come out of one GEMM and are spli
 feature axis before the head transpose (integer-indexing a packed (3, B, H, N, D) tensor is a slow
 StridedSlice on CPU).
 """
-import mindspore as ms
 import numpy as np
 from ..utils.random import constant_parameter, uniform_parameter
 from mindspore import nn, ops
 
-from .kernels import attention_primitive, kernel_input
+from .kernels import attention_primitive, attention_scale, kernel_input
 from .linear import BiasAdd, Linear, WeightMatMul
 from .permute import Permute
 
@@ -44,7 +43,7 @@ class MultiheadAttention(nn.Cell):
         self.swap_heads = Permute((0, 2, 1, 3))   # (B, N, H, D) <-> (B, H, N, D)
         self.fused = attention_primitive(self.causal)
         self.use_fused = self.fused is not None
-        self.heads_tensor = ms.Tensor(np.zeros(self.num_heads, np.int64))   # its shape tells the kernel H
+        self.scale_tensor = attention_scale(self.num_heads, self.scale)
 
     def _heads(self, t, batch, length):
         return self.swap_heads(t.reshape(batch, length, self.num_heads, self.head_dim))
@@ -55,7 +54,7 @@ class MultiheadAttention(nn.Cell):
         qkv = self.bias_add(qkv, self.in_proj_bias.astype(x.dtype))
         # inference: one kernel from the packed q/k/v to the merged heads (no mask, or the causal one)
         if self.use_fused and not self.training and (attn_mask is None or self.causal) and kernel_input(qkv):
-            return self.out_proj(self.fused(qkv.reshape(batch, length, 3 * width), self.heads_tensor))
+            return self.out_proj(self.fused(qkv.reshape(batch, length, 3 * width), self.scale_tensor))
         q, k, v = ops.split(qkv, self.dim, axis=-1)
         q = self._heads(q, batch, length) * self.scale
         k = self._heads(k, batch, length)

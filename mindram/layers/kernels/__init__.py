@@ -7,9 +7,9 @@ then return None, as they do when MindSpore's ``device_target`` is not ``"CPU"``
 back to MindSpore's built-in ops.
 """
 from .build import build_info, kernel_library, kernels_disabled
-from .ops import (attention_primitive, bias_add_primitive, eps_tensor, gelu_primitive, kernel_input,
+from .ops import (attention_primitive, attention_scale, bias_add_primitive, eps_tensor, gelu_primitive, kernel_input,
                   layer_norm_primitive, square_sum_primitive, static_shape, transpose_primitive)
 
-__all__ = ["build_info", "kernel_library", "kernels_disabled", "attention_primitive", "bias_add_primitive",
-           "eps_tensor", "gelu_primitive", "kernel_input", "layer_norm_primitive", "square_sum_primitive",
-           "static_shape", "transpose_primitive"]
+__all__ = ["build_info", "kernel_library", "kernels_disabled", "attention_primitive", "attention_scale",
+           "bias_add_primitive", "eps_tensor", "gelu_primitive", "kernel_input", "layer_norm_primitive",
+           "square_sum_primitive", "static_shape", "transpose_primitive"]

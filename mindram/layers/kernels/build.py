@@ -167,13 +167,23 @@ def self_test(path):
     _self_test_attention(lib, np)
 
 
-def attention_reference(qkv, heads, causal, np):
-    """float64 ``softmax(q k^T / sqrt(D) [+ causal mask]) v`` of a packed (B, N, 3C) ``qkv``, heads merged back:
-    what ``MindramAttention`` / ``MindramCausalAttention`` compute."""
+def attention_reference(qkv, heads, causal=False, np=None, scale=None, bias=None, mask=None):
+    """float64 ``softmax(scale q k^T [+ bias[h]] [+ mask[b % G]] [+ causal mask]) v`` of a packed (B, N, 3C) ``qkv``,
+    heads merged back (``scale`` defaults to 1/sqrt(C/H); ``bias`` (H, N, N), ``mask`` (G, N, N)): what the attention
+    kernels compute."""
+    if np is None:
+        import numpy as np  # pylint: disable=import-outside-toplevel,redefined-outer-name
     batch, length, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     q, k, v = (t.reshape(batch, length, heads, width // heads).transpose(0, 2, 1, 3).astype(np.float64)
                for t in np.split(qkv, 3, axis=-1))
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(width // heads)
+    scale = 1.0 / math.sqrt(width // heads) if scale is None else scale
+    scores = (q * np.float32(scale)) @ k.transpose(0, 1, 3, 2)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        groups = mask.shape[0]
+        scores = (scores.reshape(batch // groups, groups, heads, length, length)
+                  + mask[:, None]).reshape(scores.shape)
     if causal:
         scores = np.where(np.triu(np.ones((length, length), bool), 1), -np.inf, scores)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
@@ -182,12 +192,17 @@ def attention_reference(qkv, heads, causal, np):
 
 
 def _self_test_attention(lib, np):
-    # 2 x 19 tokens, 3 heads of 20: more queries than a block, keys and head width off the 16-wide tiles
+    # 2 x 19 tokens, 3 heads of 20: more queries than a block, keys and head width off the register tiles
     qkv = np.sin(np.arange(2 * 19 * 180, dtype=np.float32) * 0.37).reshape(2, 19, 180) * 2
-    for name, causal in (("MindramAttention", False), ("MindramCausalAttention", True)):
+    scale = np.full(3, 0.3, np.float32)
+    bias = np.cos(np.arange(3 * 19 * 19, dtype=np.float32)).reshape(3, 19, 19)
+    mask = np.where(np.arange(2 * 19 * 19).reshape(2, 19, 19) % 5 == 0, -100.0, 0.0).astype(np.float32)
+    for name, causal, extra in (("MindramAttention", False, ()), ("MindramCausalAttention", True, ()),
+                                ("MindramBiasedAttention", False, (bias,)),
+                                ("MindramMaskedAttention", False, (bias, mask))):
         out = np.empty((2, 19, 60), np.float32)
-        if (_call(lib, name, [qkv, np.zeros(3, np.int64), out]) != 0
-                or np.abs(out - attention_reference(qkv, 3, causal, np)).max() > 1e-5):
+        ref = attention_reference(qkv, 3, causal, np, 0.3, *extra)
+        if _call(lib, name, [qkv, scale, *extra, out]) != 0 or np.abs(out - ref).max() > 1e-5:
             raise RuntimeError(f"{name} self-test failed")
 
 

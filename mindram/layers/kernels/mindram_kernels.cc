@@ -393,10 +393,12 @@ extern "C" int MindramTranspose(int nparam, void **params, int *ndims, int64_t *
   return 0;
 }
 
-// Causal softmax: input scores (..., L, L) float32; output y of the same shape, the softmax over the last axis of
 // Self-attention core for inference: inputs qkv (B, N, 3C) (q, k and v side by side, each C = H * D wide, heads
-// contiguous inside each), heads (H,) (only its shape is read); output (B, N, C), the heads side by side:
-// out[b, i, h*D:(h+1)*D] = softmax(q_i . k_j / sqrt(D) over j) @ v, with j <= i when `causal`.
+// contiguous inside each), scale (H,) (its shape gives H, its first value the scale of q), then for
+// MindramBiasedAttention a bias (H, N, N), and for MindramMaskedAttention that bias and a mask (G, N, N) with
+// B % G == 0; output (B, N, C), the heads side by side:
+// out[b, i, h*D:(h+1)*D] = softmax(scale q_i . k_j [+ bias[h, i, j]] [+ mask[b % G, i, j]] over j) @ v, with
+// j <= i when causal (Swin: relative-position bias and shift mask; CLIP's text tower: causal).
 // One task per (b, h): its keys are copied transposed (D x Np, Np = N rounded up to a tile, zero-padded) and its values
 // contiguous, then blocks of kRows queries take their scores (kRows x kTile register tiles over D), softmax (row sum
 // in double) and weighted sum of values. No (B, H, N, N) score tensor exists, and none of the split / head-transpose /
@@ -411,10 +413,9 @@ constexpr int64_t kRows = 6, kTile = 16;
 #endif
 
 template <bool causal>
-void attention_head(const float *qkv, float *out, int64_t n, int64_t c, int64_t d, int64_t h, float *kt, float *v,
-                    float *s) {
+void attention_head(const float *qkv, float *out, int64_t n, int64_t c, int64_t d, int64_t h, float scale,
+                    const float *bias, const float *mask, float *kt, float *v, float *s) {
   const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile, stride = 3 * c;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   for (int64_t j = 0; j < np; ++j) {
     const float *kj = qkv + (j < n ? j : 0) * stride + c + h * d;
     for (int64_t e = 0; e < d; ++e) kt[e * np + j] = j < n ? kj[e] : 0.0f;
@@ -441,6 +442,16 @@ void attention_head(const float *qkv, float *out, int64_t n, int64_t c, int64_t 
     for (int64_t r = 0; r < rows; ++r) {
       float *sr = s + r * np;
       const int64_t keep = causal ? i0 + r + 1 : n;
+      if (bias != nullptr) {
+        const float *br = bias + (i0 + r) * n;
+#pragma omp simd
+        for (int64_t j = 0; j < keep; ++j) sr[j] += br[j];
+      }
+      if (mask != nullptr) {
+        const float *mr = mask + (i0 + r) * n;
+#pragma omp simd
+        for (int64_t j = 0; j < keep; ++j) sr[j] += mr[j];
+      }
       float top = sr[0];
       for (int64_t j = 1; j < keep; ++j) top = sr[j] > top ? sr[j] : top;
       double sum = 0.0;
@@ -471,16 +482,24 @@ void attention_head(const float *qkv, float *out, int64_t n, int64_t c, int64_t 
   }
 }
 
+// Inputs (qkv, scale[, bias[, mask]]) then the output; `extra` = how many of bias and mask. Non-zero on a shape,
+// dtype or memory problem.
 template <bool causal>
-int attention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 3 || ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3) return 1;
-  if (std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[2], "float32") != 0) return 1;
+int attention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, int extra) {
+  if (nparam != 3 + extra || ndims[0] != 3 || ndims[1] != 1 || !all_float32(nparam, dtypes)) return 1;
+  const int o = nparam - 1;
   const int64_t b = shapes[0][0], n = shapes[0][1], heads = shapes[1][0];
-  if (b <= 0 || n <= 0 || heads <= 0 || shapes[0][2] % (3 * heads) != 0) return 1;
-  const int64_t c = shapes[0][2] / 3, d = c / heads;
-  if (d > 512 || shapes[2][0] != b || shapes[2][1] != n || shapes[2][2] != c) return 1;
+  if (b <= 0 || n <= 0 || heads <= 0 || shapes[0][2] % (3 * heads) != 0 || ndims[o] != 3) return 1;
+  const int64_t c = shapes[0][2] / 3, d = c / heads, groups = extra == 2 ? shapes[3][0] : 1;
+  if (d > 512 || shapes[o][0] != b || shapes[o][1] != n || shapes[o][2] != c) return 1;
+  if (extra >= 1 && (ndims[2] != 3 || shapes[2][0] != heads || shapes[2][1] != n || shapes[2][2] != n)) return 1;
+  if (extra == 2 && (ndims[3] != 3 || groups <= 0 || b % groups != 0 || shapes[3][1] != n || shapes[3][2] != n))
+    return 1;
   const float *qkv = static_cast<const float *>(params[0]);
-  float *out = static_cast<float *>(params[2]);
+  const float scale = static_cast<const float *>(params[1])[0];
+  const float *bias = extra >= 1 ? static_cast<const float *>(params[2]) : nullptr;
+  const float *mask = extra == 2 ? static_cast<const float *>(params[3]) : nullptr;
+  float *out = static_cast<float *>(params[o]);
   const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile;
   std::atomic<bool> failed{false};
   parallel_for(b * heads, 1, [=, &failed](int64_t lo, int64_t hi) {
@@ -491,7 +510,9 @@ int attention(int nparam, void **params, int *ndims, int64_t **shapes, const cha
     }
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t batch = task / heads, h = task % heads;
-      attention_head<causal>(qkv + batch * n * 3 * c, out + batch * n * c, n, c, d, h, buffer, buffer + d * np,
+      attention_head<causal>(qkv + batch * n * 3 * c, out + batch * n * c, n, c, d, h, scale,
+                             bias == nullptr ? nullptr : bias + h * n * n,
+                             mask == nullptr ? nullptr : mask + (batch % groups) * n * n, buffer, buffer + d * np,
                              buffer + d * np + np * dp);
     }
     std::free(buffer);
@@ -504,11 +525,23 @@ int attention(int nparam, void **params, int *ndims, int64_t **shapes, const cha
 extern "C" int MindramAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                 void *stream, void *extra) {
   (void)stream, (void)extra;
-  return attention<false>(nparam, params, ndims, shapes, dtypes);
+  return attention<false>(nparam, params, ndims, shapes, dtypes, 0);
 }
 
 extern "C" int MindramCausalAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                       void *stream, void *extra) {
   (void)stream, (void)extra;
-  return attention<true>(nparam, params, ndims, shapes, dtypes);
+  return attention<true>(nparam, params, ndims, shapes, dtypes, 0);
+}
+
+extern "C" int MindramBiasedAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                      void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention<false>(nparam, params, ndims, shapes, dtypes, 1);
+}
+
+extern "C" int MindramMaskedAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                      void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention<false>(nparam, params, ndims, shapes, dtypes, 2);
 }

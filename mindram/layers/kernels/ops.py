@@ -164,21 +164,30 @@ def bias_add_primitive():
     return _custom(lib, "MindramBiasAdd", bias_add_bprop)
 
 
-def _merged_heads_shape(qkv_shape, heads_shape):  # pylint: disable=unused-argument
+def _merged_heads_shape(qkv_shape, *others):  # pylint: disable=unused-argument
     return list(qkv_shape[:-1]) + [qkv_shape[-1] // 3]
 
 
-def attention_primitive(causal):
-    """Custom op ``out = attention(qkv, heads)`` for inference: ``qkv`` (B, N, 3C) float32 (q, k, v side by side),
-    ``heads`` a (H,) tensor whose shape gives the head count; ``out`` (B, N, C) = softmax(q k^T / sqrt(C/H)
-    [+ causal mask]) v per head, heads merged. One pass per (batch, head), without the (B, H, N, N) scores or the
-    split and head-transposed copies (docs/performance.md "Memory"). No gradient: training graphs use the built-in
-    ops. None if kernels are unavailable or not on CPU."""
+def attention_primitive(causal=False, bias=False, mask=False):
+    """Custom op for inference ``out = attention(qkv, scale[, bias[, mask]])``: ``qkv`` (B, N, 3C) float32 (q, k, v
+    side by side), ``scale`` a (H,) float32 tensor (its shape gives the head count H, its value the scale of q);
+    with ``bias=True`` a (H, N, N) tensor added to every item's scores (Swin's relative-position bias), with
+    ``mask=True`` also a (G, N, N) one added to item b's as ``mask[b % G]`` (Swin's shift mask); ``causal=True``
+    (no bias, no mask) keeps keys j <= i. ``out`` (B, N, C) = softmax(scale q k^T + ...) v per head, heads merged.
+    One pass per (item, head), without the (B, H, N, N) scores or the split and head-transposed copies
+    (docs/performance.md "Memory"). No gradient: training graphs use the built-in ops. None if kernels are
+    unavailable or not on CPU."""
     lib = _library()
     if lib is None:
         return None
-    name = "MindramCausalAttention" if causal else "MindramAttention"
+    name = ("MindramMaskedAttention" if mask else "MindramBiasedAttention" if bias else
+            "MindramCausalAttention" if causal else "MindramAttention")
     return _custom(lib, name, out_shape=_merged_heads_shape)
+
+
+def attention_scale(num_heads, scale):
+    """The (H,) float32 ``scale`` input of :func:`attention_primitive`."""
+    return ms.Tensor([float(scale)] * int(num_heads), ms.float32)
 
 
 def _scalar_shape(*shapes):  # pylint: disable=unused-argument

@@ -28,6 +28,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ...layers import MLP, BroadcastAdd, LayerNorm, Linear, PatchEmbed, Permute
+from ...layers.kernels import attention_primitive, attention_scale, kernel_input
 from ...utils.random import normal_parameter
 from .configuration import SwinConfig, input_shape_error
 from .windows import bicubic_resize_matrix, relative_position_index, window_plan
@@ -120,17 +121,26 @@ class WindowAttention(nn.Cell):
         self.swap_heads = Permute((0, 2, 1, 3))   # (B_, N, H, D) <-> (B_, H, N, D)
         self.heads_first = Permute((2, 0, 1))     # (N, N, H) -> (H, N, N)
         self.add_bias = BroadcastAdd()
+        self.fused, self.fused_masked = attention_primitive(bias=True), attention_primitive(bias=True, mask=True)
+        self.use_fused = self.fused is not None and self.fused_masked is not None
+        self.scale_tensor = attention_scale(self.num_heads, self.scale)
 
     def construct(self, x, mask=None, bias_index=None):
         windows, length, width = x.shape
         if bias_index is None:
             bias_index = self.relative_position_index
+        qkv = self.qkv(x)
+        bias = ops.gather(self.relative_position_bias_table, bias_index, 0)
+        bias = self.heads_first(bias.reshape(length, length, self.num_heads)).astype(qkv.dtype)   # (H, N, N)
+        if self.use_fused and not self.training and kernel_input(qkv):
+            # inference: one kernel from the packed q/k/v to the merged heads, bias (and mask) added to the scores
+            if mask is None:
+                return self.proj(self.fused(qkv, self.scale_tensor, bias))
+            return self.proj(self.fused_masked(qkv, self.scale_tensor, bias, mask.astype(qkv.dtype)))
         # (B_, N, 3C) → (B_, 3·heads, N, head_dim): one transpose, then q/k/v are contiguous head groups
-        qkv = self.swap_heads(self.qkv(x).reshape(windows, length, 3 * self.num_heads, self.head_dim))
+        qkv = self.swap_heads(qkv.reshape(windows, length, 3 * self.num_heads, self.head_dim))
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.scores(q * self.scale, k)
-        bias = ops.gather(self.relative_position_bias_table, bias_index, 0)
-        bias = self.heads_first(bias.reshape(length, length, self.num_heads)).astype(attn.dtype)   # (H, N, N)
         if mask is None:
             attn = self.add_bias(attn, bias)
         else:  # bias and mask summed once (nW, H, N, N), then added to every image's nW windows
