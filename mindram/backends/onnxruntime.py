@@ -8,6 +8,7 @@ of that size (the last padded by repeating its last row, whose outputs are dropp
 """
 import functools
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,6 @@ from ..models.clip.configuration import CLIPConfig
 from ..models.clip.image_processing import CLIPImageProcessor
 
 logger = logging.getLogger(__name__)
-
-
 
 
 class ExportedGraph:
@@ -99,9 +98,10 @@ class ONNXRuntimeCLIP:
         if self.manifest.get("family") != "clip":
             raise ConfigError(f"{self.export_dir}: a {self.manifest.get('family')!r} export, expected a CLIP one")
         self.config = CLIPConfig.from_dict(self.manifest["config"])
-        self.graphs = {record["tower"]: ExportedGraph(self.export_dir, name, record, num_threads,
-                                                    memory_pattern, prepack)
-                       for name, record in self.manifest["graphs"].items()}
+        self._records = {record["tower"]: (name, record) for name, record in self.manifest["graphs"].items()}
+        self._session_options = (num_threads, memory_pattern, prepack)
+        self._lock = threading.Lock()
+        self.graphs = {}   # tower -> ExportedGraph, opened at the tower's first use
 
     @property
     def image_processor(self):
@@ -120,11 +120,22 @@ class ONNXRuntimeCLIP:
     def image_size(self):
         return self.config.vision_config.image_size
 
+    @property
+    def towers(self):
+        """The exported towers (``image``, ``text``)."""
+        return sorted(self._records)
+
     def _graph(self, tower):
-        if tower not in self.graphs:
+        """The tower's ONNX Runtime session, opened at its first use: a process that embeds only images never holds
+        the text tower's weights (ViT-L/14: ~470 MB, twice that with prepacked copies)."""
+        if tower not in self._records:
             raise ConfigError(f"{self.export_dir}: the {tower} tower was not exported (export.json has "
-                              f"{sorted(self.graphs)}); export it with --towers {tower}")
-        return self.graphs[tower]
+                              f"{self.towers}); export it with --towers {tower}")
+        with self._lock:
+            if tower not in self.graphs:
+                name, record = self._records[tower]
+                self.graphs[tower] = ExportedGraph(self.export_dir, name, record, *self._session_options)
+            return self.graphs[tower]
 
     def get_image_features(self, pixel_values):
         """(N, 3, S, S) float32 → (N, D) projected, un-normalised image features."""
@@ -135,4 +146,4 @@ class ONNXRuntimeCLIP:
         return self._graph("text")(input_ids)
 
     def __repr__(self):
-        return f"ONNXRuntimeCLIP({str(self.export_dir)!r}, towers={sorted(self.graphs)})"
+        return f"ONNXRuntimeCLIP({str(self.export_dir)!r}, towers={self.towers})"

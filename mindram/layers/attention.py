@@ -18,10 +18,10 @@ class MultiheadAttention(nn.Cell):
     """Self-attention over (B, N, C) inputs with an optional additive (N, N) mask; ``causal=True`` declares that
     the mask is the causal one (-inf above the diagonal).
 
-    Outside training, static-shape float32 inputs with no mask (or the causal one) run the attention core as one
-    C++ kernel (:func:`~mindram.layers.kernels.attention_primitive`: from the packed q/k/v to the merged heads,
-    without the (B, H, N, N) scores or the split and head-transposed copies); training graphs, other masks and
-    other dtypes take the op-by-op path below it, which has gradients."""
+    Static-shape float32 inputs with no mask (or the causal one) run the attention core as one C++ kernel
+    (:func:`~mindram.layers.kernels.attention_primitive`: from the packed q/k/v to the merged heads, without the
+    (B, H, N, N) scores or the split and head-transposed copies; its gradient kernel recomputes the probabilities);
+    other masks and dtypes, and machines without the kernels, take the op-by-op path below it."""
 
     def __init__(self, dim, num_heads, causal=False):
         super().__init__()
@@ -52,8 +52,8 @@ class MultiheadAttention(nn.Cell):
         batch, length, width = x.shape
         qkv = self.matmul(x.reshape(batch * length, width), self.in_proj_weight.astype(x.dtype))
         qkv = self.bias_add(qkv, self.in_proj_bias.astype(x.dtype))
-        # inference: one kernel from the packed q/k/v to the merged heads (no mask, or the causal one)
-        if self.use_fused and not self.training and (attn_mask is None or self.causal) and kernel_input(qkv):
+        # one kernel from the packed q/k/v to the merged heads (no mask, or the causal one)
+        if self.use_fused and (attn_mask is None or self.causal) and kernel_input(qkv):
             return self.out_proj(self.fused(qkv.reshape(batch, length, 3 * width), self.scale_tensor))
         q, k, v = ops.split(qkv, self.dim, axis=-1)
         q = self._heads(q, batch, length) * self.scale

@@ -98,17 +98,19 @@ def test_fixed_batch_int32_export_feeds_any_batch(tiny_model, tmp_path):
     backend = load_backend("onnxruntime", tmp_path / "e")
     pixels = random_pixels(3, 32)
     ids = mindram.tokenize(TEXTS[:3])
+    assert backend.graphs == {} and backend.towers == ["image", "text"]   # sessions open at first use
     assert _max_diff(backend.get_image_features(pixels), tiny_model.get_image_features(pixels).asnumpy()) <= 1e-5
+    assert sorted(backend.graphs) == ["image"]
     assert _max_diff(backend.get_text_features(ids), tiny_model.get_text_features(ids).asnumpy()) <= 1e-5
     # ONNX Runtime's memory pattern is off unless asked for (it raised large batches' peak memory)
     assert not backend.graphs["image"].session.get_session_options().enable_mem_pattern
     planned = load_backend("onnxruntime", tmp_path / "e", memory_pattern=True)
-    assert planned.graphs["text"].session.get_session_options().enable_mem_pattern
     assert _max_diff(planned.get_text_features(ids), backend.get_text_features(ids)) == 0
+    assert planned.graphs["text"].session.get_session_options().enable_mem_pattern
     unpacked = load_backend("onnxruntime", tmp_path / "e", prepack=False)
+    assert _max_diff(unpacked.get_image_features(pixels), backend.get_image_features(pixels)) <= 1e-5
     config = unpacked.graphs["image"].session.get_session_options().get_session_config_entry
     assert config("session.disable_prepacking") == "1"
-    assert _max_diff(unpacked.get_image_features(pixels), backend.get_image_features(pixels)) <= 1e-5
 
 
 def test_large_onnx_keeps_weights_beside_the_graph(tiny_model, tmp_path, monkeypatch):

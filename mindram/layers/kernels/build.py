@@ -204,6 +204,26 @@ def _self_test_attention(lib, np):
         ref = attention_reference(qkv, 3, causal, np, 0.3, *extra)
         if _call(lib, name, [qkv, scale, *extra, out]) != 0 or np.abs(out - ref).max() > 1e-5:
             raise RuntimeError(f"{name} self-test failed")
+        if not extra and _attention_grad_error(lib, name + "Grad", qkv, scale, out, causal, np) > 1e-4:
+            raise RuntimeError(f"{name}Grad self-test failed")
+
+
+def _attention_grad_error(lib, name, qkv, scale, out, causal, np):
+    """Largest |error| of the attention gradient kernel ``name`` against central differences of the float64
+    reference, on the sum of the output times a fixed weight; inf if the kernel fails."""
+    weight = np.cos(np.arange(out.size, dtype=np.float32)).reshape(out.shape)
+    dqkv = np.empty_like(qkv)
+    if _call(lib, name, [qkv, scale, out, weight, dqkv]) != 0:
+        return float("inf")
+    qkv64, step, worst = qkv.astype(np.float64), 1e-6, 0.0
+    for index in ((0, 0, 0), (1, 7, 70), (1, 18, 179), (0, 3, 125)):   # a q, a k and two v entries
+        plus, minus = qkv64.copy(), qkv64.copy()
+        plus[index] += step
+        minus[index] -= step
+        numeric = ((attention_reference(plus, 3, causal, np, float(scale[0]))
+                    - attention_reference(minus, 3, causal, np, float(scale[0]))) * weight).sum() / (2 * step)
+        worst = max(worst, abs(numeric - float(dqkv[index])))
+    return worst
 
 
 def _writable(folder):

@@ -520,6 +520,146 @@ int attention(int nparam, void **params, int *ndims, int64_t **shapes, const cha
   return failed ? 1 : 0;
 }
 
+// Gradient of MindramAttention / MindramCausalAttention: inputs qkv, scale, out (the forward's output) and dout,
+// all as in the forward; output dqkv (B, N, 3C). Per (b, h), by blocks of kRows queries, the probabilities P are
+// recomputed from q and k (nothing of the forward is kept but its output), then with dP = dout v^T and
+// delta_i = dout_i . out_i: dS = P * (dP - delta), dq = scale dS k, dk += scale dS^T q, dv += P^T dout.
+template <bool causal>
+void attention_head_grad(const float *qkv, const float *out, const float *dout, float *dqkv, int64_t n, int64_t c,
+                         int64_t d, int64_t h, float scale, float *work) {
+  const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile, stride = 3 * c;
+  float *kt = work, *vt = kt + d * np, *k = vt + d * np, *dk = k + n * dp, *dv = dk + n * dp, *p = dv + n * dp;
+  float *ds = p + kRows * np;
+  for (int64_t j = 0; j < np; ++j) {
+    const float *kj = qkv + (j < n ? j : 0) * stride + c + h * d, *vj = kj + c;
+    for (int64_t e = 0; e < d; ++e) {
+      kt[e * np + j] = j < n ? kj[e] : 0.0f;
+      vt[e * np + j] = j < n ? vj[e] : 0.0f;
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) std::memcpy(k + j * dp, qkv + j * stride + c + h * d, d * sizeof(float));
+  std::memset(dk, 0, sizeof(float) * n * dp);
+  std::memset(dv, 0, sizeof(float) * n * dp);
+  for (int64_t i0 = 0; i0 < n; i0 += kRows) {
+    const int64_t rows = n - i0 < kRows ? n - i0 : kRows;
+    float q[kRows][512], g[kRows][512], delta[kRows];
+    for (int64_t r = 0; r < kRows; ++r) {
+      double dot = 0.0;
+      for (int64_t e = 0; e < d; ++e) {
+        const bool live = r < rows;
+        q[r][e] = live ? qkv[(i0 + r) * stride + h * d + e] * scale : 0.0f;
+        g[r][e] = live ? dout[(i0 + r) * c + h * d + e] : 0.0f;
+        dot += live ? static_cast<double>(g[r][e]) * out[(i0 + r) * c + h * d + e] : 0.0;
+      }
+      delta[r] = static_cast<float>(dot);
+    }
+    const int64_t keys = causal ? (i0 + rows + kTile - 1) / kTile * kTile : np;
+    for (int64_t j0 = 0; j0 < keys; j0 += kTile) {  // scores into p, dP into ds
+      float acc[kRows][kTile] = {}, dacc[kRows][kTile] = {};
+      for (int64_t e = 0; e < d; ++e) {
+        const float *kr = kt + e * np + j0, *vr = vt + e * np + j0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float qe = q[r][e], ge = g[r][e];
+#pragma omp simd
+          for (int64_t t = 0; t < kTile; ++t) {
+            acc[r][t] += qe * kr[t];
+            dacc[r][t] += ge * vr[t];
+          }
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r) {
+        std::memcpy(p + r * np + j0, acc[r], sizeof(acc[r]));
+        std::memcpy(ds + r * np + j0, dacc[r], sizeof(dacc[r]));
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) {
+      float *pr = p + r * np, *dr = ds + r * np;
+      const int64_t keep = r >= rows ? 0 : (causal ? i0 + r + 1 : n);
+      if (keep > 0) {
+        float top = pr[0];
+        for (int64_t j = 1; j < keep; ++j) top = pr[j] > top ? pr[j] : top;
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < keep; ++j) {
+          pr[j] = exp_nonpos(pr[j] - top);
+          sum += pr[j];
+        }
+        const float inverse = static_cast<float>(1.0 / sum), dl = delta[r];
+#pragma omp simd
+        for (int64_t j = 0; j < keep; ++j) {
+          pr[j] *= inverse;
+          dr[j] = pr[j] * (dr[j] - dl);
+        }
+      }
+      for (int64_t j = keep; j < np; ++j) pr[j] = dr[j] = 0.0f;
+    }
+    const int64_t keys_used = causal ? (i0 + rows < n ? i0 + rows : n) : n;
+    for (int64_t e0 = 0; e0 < d; e0 += kTile) {  // dq = scale dS k
+      const int64_t width = d - e0 < kTile ? d - e0 : kTile;
+      float acc[kRows][kTile] = {};
+      for (int64_t j = 0; j < keys_used; ++j) {
+        const float *kj = k + j * dp + e0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float w = ds[r * np + j];
+#pragma omp simd
+          for (int64_t t = 0; t < kTile; ++t) acc[r][t] += w * kj[t];
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        float *dq = dqkv + (i0 + r) * stride + h * d + e0;
+        for (int64_t t = 0; t < width; ++t) dq[t] = acc[r][t] * scale;
+      }
+    }
+    for (int64_t j = 0; j < keys_used; ++j) {  // dk += dS^T (scale q), dv += P^T dout
+      float *dkj = dk + j * dp, *dvj = dv + j * dp;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float w = ds[r * np + j], pj = p[r * np + j];
+#pragma omp simd
+        for (int64_t e = 0; e < d; ++e) {
+          dkj[e] += w * q[r][e];
+          dvj[e] += pj * g[r][e];
+        }
+      }
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    std::memcpy(dqkv + j * stride + c + h * d, dk + j * dp, d * sizeof(float));
+    std::memcpy(dqkv + j * stride + 2 * c + h * d, dv + j * dp, d * sizeof(float));
+  }
+}
+
+// Inputs (qkv, scale, out, dout) then dqkv. Non-zero on a shape, dtype or memory problem.
+template <bool causal>
+int attention_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 5 || ndims[0] != 3 || ndims[1] != 1 || !all_float32(nparam, dtypes)) return 1;
+  const int64_t b = shapes[0][0], n = shapes[0][1], heads = shapes[1][0];
+  if (b <= 0 || n <= 0 || heads <= 0 || shapes[0][2] % (3 * heads) != 0) return 1;
+  const int64_t c = shapes[0][2] / 3, d = c / heads;
+  for (int i = 2; i < 5; ++i)
+    if (ndims[i] != 3 || shapes[i][0] != b || shapes[i][1] != n || shapes[i][2] != (i == 4 ? 3 * c : c)) return 1;
+  if (d > 512) return 1;
+  const float *qkv = static_cast<const float *>(params[0]);
+  const float scale = static_cast<const float *>(params[1])[0];
+  const float *out = static_cast<const float *>(params[2]), *dout = static_cast<const float *>(params[3]);
+  float *dqkv = static_cast<float *>(params[4]);
+  const int64_t np = (n + kTile - 1) / kTile * kTile, dp = (d + kTile - 1) / kTile * kTile;
+  std::atomic<bool> failed{false};
+  parallel_for(b * heads, 1, [=, &failed](int64_t lo, int64_t hi) {
+    float *work = static_cast<float *>(std::calloc(2 * d * np + 3 * n * dp + 2 * kRows * np, sizeof(float)));
+    if (work == nullptr) {
+      failed = true;
+      return;
+    }
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t batch = task / heads, h = task % heads;
+      attention_head_grad<causal>(qkv + batch * n * 3 * c, out + batch * n * c, dout + batch * n * c,
+                                  dqkv + batch * n * 3 * c, n, c, d, h, scale, work);
+    }
+    std::free(work);
+  });
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 extern "C" int MindramAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -544,4 +684,16 @@ extern "C" int MindramMaskedAttention(int nparam, void **params, int *ndims, int
                                       void *stream, void *extra) {
   (void)stream, (void)extra;
   return attention<false>(nparam, params, ndims, shapes, dtypes, 2);
+}
+
+extern "C" int MindramAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                    void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention_grad<false>(nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int MindramCausalAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes,
+                                          const char **dtypes, void *stream, void *extra) {
+  (void)stream, (void)extra;
+  return attention_grad<true>(nparam, params, ndims, shapes, dtypes);
 }

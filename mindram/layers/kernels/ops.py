@@ -168,21 +168,38 @@ def _merged_heads_shape(qkv_shape, *others):  # pylint: disable=unused-argument
     return list(qkv_shape[:-1]) + [qkv_shape[-1] // 3]
 
 
+def _packed_shape(qkv_shape, *others):  # pylint: disable=unused-argument
+    return list(qkv_shape)
+
+
 def attention_primitive(causal=False, bias=False, mask=False):
-    """Custom op for inference ``out = attention(qkv, scale[, bias[, mask]])``: ``qkv`` (B, N, 3C) float32 (q, k, v
+    """Custom op ``out = attention(qkv, scale[, bias[, mask]])``: ``qkv`` (B, N, 3C) float32 (q, k, v
     side by side), ``scale`` a (H,) float32 tensor (its shape gives the head count H, its value the scale of q);
     with ``bias=True`` a (H, N, N) tensor added to every item's scores (Swin's relative-position bias), with
     ``mask=True`` also a (G, N, N) one added to item b's as ``mask[b % G]`` (Swin's shift mask); ``causal=True``
     (no bias, no mask) keeps keys j <= i. ``out`` (B, N, C) = softmax(scale q k^T + ...) v per head, heads merged.
     One pass per (item, head), without the (B, H, N, N) scores or the split and head-transposed copies
-    (docs/performance.md "Memory"). No gradient: training graphs use the built-in ops. None if kernels are
-    unavailable or not on CPU."""
+    (docs/performance.md "Memory"). Without bias and mask it has a gradient kernel (``...AttentionGrad``: the
+    probabilities recomputed per block from q and k, so a training graph keeps only q/k/v and the output);
+    with them, none (Swin trains on the built-in ops). None if kernels are unavailable, not on CPU, or (for the
+    kernels with a gradient) ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for built-in backward passes."""
     lib = _library()
     if lib is None:
         return None
-    name = ("MindramMaskedAttention" if mask else "MindramBiasedAttention" if bias else
-            "MindramCausalAttention" if causal else "MindramAttention")
-    return _custom(lib, name, out_shape=_merged_heads_shape)
+    if bias or mask:
+        name = "MindramMaskedAttention" if mask else "MindramBiasedAttention"
+        return _custom(lib, name, out_shape=_merged_heads_shape)
+    if builtin_grads():
+        return None
+    name = "MindramCausalAttention" if causal else "MindramAttention"
+    grad = _custom(lib, name + "Grad", out_shape=_packed_shape)
+    if grad is None:
+        return None
+
+    def attention_bprop(qkv, scale, out, dout):
+        return grad(qkv, scale, out, dout), ops.zeros_like(scale)
+
+    return _custom(lib, name, attention_bprop, out_shape=_merged_heads_shape)
 
 
 def attention_scale(num_heads, scale):
