@@ -181,14 +181,15 @@ def attention_primitive(causal=False, bias=False, mask=False):
     One pass per (item, head), without the (B, H, N, N) scores or the split and head-transposed copies
     (docs/performance.md "Memory"). Without bias and mask it has a gradient kernel (``...AttentionGrad``: the
     probabilities recomputed per block from q and k, so a training graph keeps only q/k/v and the output);
-    with them, none (Swin trains on the built-in ops). None if kernels are unavailable, not on CPU, or (for the
+    with them, the built-in ops' gradient at the same point (Swin trains on the op-by-op path; this serves a
+    model differentiated outside training). None if kernels are unavailable, not on CPU, or (for the
     kernels with a gradient) ``MINDRAM_BUILTIN_KERNEL_GRADS`` asks for built-in backward passes."""
     lib = _library()
     if lib is None:
         return None
     if bias or mask:
         name = "MindramMaskedAttention" if mask else "MindramBiasedAttention"
-        return _custom(lib, name, out_shape=_merged_heads_shape)
+        return _custom(lib, name, _biased_attention_bprop(mask), out_shape=_merged_heads_shape)
     if builtin_grads():
         return None
     name = "MindramCausalAttention" if causal else "MindramAttention"
@@ -200,6 +201,49 @@ def attention_primitive(causal=False, bias=False, mask=False):
         return grad(qkv, scale, out, dout), ops.zeros_like(scale)
 
     return _custom(lib, name, attention_bprop, out_shape=_merged_heads_shape)
+
+
+def _biased_attention_grad(qkv, scale, bias, mask, dout):
+    """(dqkv, dbias) of the biased / masked attention kernels in built-in ops: the probabilities recomputed, then
+    dv = P^T dout, dS = P (dP - rowsum(dP P)) with dP = dout v^T, dq = scale dS k, dk = scale dS^T q, and dbias
+    the sum of dS over the items."""
+    batch, length, packed = qkv.shape
+    heads = scale.shape[0]
+    width = packed // 3
+    factor = scale[0]
+    qkv = ops.transpose(qkv.reshape(batch, length, 3 * heads, width // heads), (0, 2, 1, 3))
+    q, k, v = ops.split(qkv, heads, axis=1)
+    scores = ops.BatchMatMul(transpose_b=True)(q * factor, k) + bias
+    if mask is not None:
+        groups = mask.shape[0]
+        scores = (scores.reshape(batch // groups, groups, heads, length, length)
+                  + mask.reshape(1, groups, 1, length, length)).reshape(batch, heads, length, length)
+    probs = ops.softmax(scores, axis=-1)
+    grad_out = ops.transpose(dout.reshape(batch, length, heads, width // heads), (0, 2, 1, 3))
+    dv = ops.BatchMatMul(transpose_a=True)(probs, grad_out)
+    dprobs = ops.BatchMatMul(transpose_b=True)(grad_out, v)
+    dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+    dq = ops.BatchMatMul()(dscores, k) * factor
+    dk = ops.BatchMatMul(transpose_a=True)(dscores, q) * factor
+    dqkv = ops.transpose(ops.concat((dq, dk, dv), axis=1), (0, 2, 1, 3)).reshape(batch, length, packed)
+    return dqkv, dscores.sum(axis=0)
+
+
+def _biased_attention_bprop(mask):
+    """The biased / masked kernels' bprop in built-in ops (for a cell differentiated outside training; training
+    graphs take the op-by-op path and never reach it). The scale and the mask get zero gradients: constants."""
+    if mask:
+        def masked_attention_bprop(qkv, scale, bias, mask_t, out, dout):  # pylint: disable=unused-argument
+            dqkv, dbias = _biased_attention_grad(qkv, scale, bias, mask_t, dout)
+            return dqkv, ops.zeros_like(scale), dbias, ops.zeros_like(mask_t)
+
+        return masked_attention_bprop
+
+    def biased_attention_bprop(qkv, scale, bias, out, dout):  # pylint: disable=unused-argument
+        dqkv, dbias = _biased_attention_grad(qkv, scale, bias, None, dout)
+        return dqkv, ops.zeros_like(scale), dbias
+
+    return biased_attention_bprop
 
 
 def attention_scale(num_heads, scale):
