@@ -47,6 +47,21 @@ class Workload:
         self.output, self.flops, self.versions = output, flops, dict(versions or {})
 
 
+def run_in_child(module_path, function, *args):
+    """``function(*args)`` of the script ``module_path``, run in a child Python process (a worker's setup step
+    whose memory is not the workload's: converting or exporting the shared weights). Raises RuntimeError with the
+    child's last error line."""
+    import subprocess
+    here = str(Path(__file__).resolve().parent)
+    code = (f"import sys; sys.path[:0] = [{here!r}, {str(Path(here).parent)!r}]; import importlib.util as u; "
+            f"s = u.spec_from_file_location('bench_child', {str(module_path)!r}); m = u.module_from_spec(s); "
+            f"s.loader.exec_module(m); m.{function}(*{args!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(module_path).name}: {function}{args!r} failed: "
+                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
 def count_torch_flops(fn):
     """FLOPs of ``fn()`` by ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add of matmuls,
     convolutions and attention; elementwise ops are not counted).

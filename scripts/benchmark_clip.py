@@ -8,7 +8,8 @@ Each (model, tower, batch) is a case of ``bench_harness``: open_clip and mindram
 in interleaved rounds (see ``scripts/bench_harness.py``). The open_clip side builds the model with seeded random
 weights (``open_clip.create_model(name, pretrained=None)``) and writes them, and the inputs (seeded normal pixels;
 captions tokenized by open_clip), into the case's folder; the mindram side converts the same weights
-(``mindram.models.clip.convert``) and times ``get_image_features`` / ``get_text_features`` (compiled graph).
+(``mindram.models.clip.convert.convert_file``, in a child process), loads them with ``CLIPModel.from_pretrained``
+and times ``get_image_features`` / ``get_text_features`` (compiled graph).
 With ``--backends ... onnxruntime`` each (model, tower, batch) is measured a second time with mindram's ONNX Runtime
 backend as the candidate (case name ending in ``onnxruntime``): a child process converts the same weights and
 exports them (``CLIPModel.export``, dynamic batch) into the case's folder, and the worker times
@@ -39,11 +40,6 @@ CAPTIONS = [f"a photo of a number {i} on a {colour} background"
 # tower "text" encodes CAPTIONS (13-14 tokens with SOT/EOT, a typical prompt); "text_full" captions that fill the
 # whole 77-token context, where mindram's text tower cannot skip padding (text_config.trim_padding)
 TOWERS = ("image", "text", "text_full")
-
-
-def hidden_act(model):
-    """open_clip's ``*-quickgelu`` architectures use QuickGELU, the others GELU."""
-    return "quick_gelu" if "quickgelu" in model.lower() else "gelu"
 
 
 def captions(batch, tower="text"):
@@ -87,17 +83,33 @@ def torch_tower(workdir, model, tower, batch):
                     versions=torch_versions(torch))
 
 
+MINDRAM_CHECKPOINT = "mindram/model.ckpt"
+
+
+def convert_weights(workdir, model):
+    """The reference side's weights converted to a mindram checkpoint + config (``convert_file``)."""
+    from mindram.models.clip.convert import convert_file
+    target = Path(workdir) / MINDRAM_CHECKPOINT
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_file(str(Path(workdir) / WEIGHTS), str(target), model_name=catalog_name(model))
+
+
+def catalog_name(model):
+    """mindram's catalog architecture of an open_clip name (``ViT-B-32`` -> ``clip_vit_b_32``)."""
+    return "clip_" + model.lower().replace("-", "_")
+
+
 def load_mindram_clip(workdir, model):
-    """mindram's ``CLIPModel`` with the reference side's weights, and the inputs it wrote."""
+    """``CLIPModel.from_pretrained`` of the reference side's weights, converted once by a child process (so that a
+    worker's setup peak is that of loading, as a user's), and the inputs it wrote."""
     import safetensors.numpy
 
     import mindram
-    from mindram.models.clip.convert import config_from_state_dict, convert_state_dict
-    from mindram.utils.random import no_init_weights
-    params = convert_state_dict(safetensors.numpy.load_file(str(Path(workdir) / WEIGHTS)))
-    with no_init_weights():   # as from_pretrained: no random values beside the weights
-        clip = mindram.CLIPModel(config_from_state_dict(params, hidden_act=hidden_act(model)))
-    clip.load_weights(params)
+    from bench_worker import run_in_child
+    if not (Path(workdir) / MINDRAM_CHECKPOINT).is_file():
+        run_in_child(__file__, "convert_weights", str(workdir), model)
+    clip = mindram.CLIPModel.from_pretrained(str(Path(workdir) / MINDRAM_CHECKPOINT))
     return clip, safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
 
 
@@ -160,18 +172,13 @@ def export_onnx(workdir, model):
 def onnxruntime_tower(workdir, model, tower, batch):
     """mindram's ONNX Runtime backend on an export of the same weights (made by a child process, so that this
     worker's peak RSS is that of inference alone)."""
-    import subprocess
-
     import safetensors.numpy
 
     import onnxruntime
 
+    from bench_worker import run_in_child
     from mindram.backends import load_backend
-    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(ROOT)!r}]; import benchmark_clip; "
-            f"benchmark_clip.export_onnx({str(workdir)!r}, {model!r})")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ONNX export of {model} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    run_in_child(__file__, "export_onnx", str(workdir), model)
     backend = load_backend("onnxruntime", str(Path(workdir) / EXPORT), verify=False)
     inputs = safetensors.numpy.load_file(str(Path(workdir) / INPUTS))
     encode, data = tower_call(backend, inputs, tower)

@@ -29,13 +29,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_worker import Workload  # noqa: E402
-from benchmark_clip import SEED, mindspore_versions, torch_versions  # noqa: E402
+from benchmark_clip import SEED, catalog_name, mindspore_versions, torch_versions  # noqa: E402
 TORCH_FILE, MINDRAM_FILE = "open_clip.safetensors", "mindram/model.ckpt"
-
-
-def catalog_name(model):
-    """mindram's catalog architecture of an open_clip name (``ViT-B-32`` -> ``clip_vit_b_32``)."""
-    return "clip_" + model.lower().replace("-", "_")
 
 
 def torch_load(workdir, model):

@@ -113,6 +113,23 @@ def test_fixed_batch_int32_export_feeds_any_batch(tiny_model, tmp_path):
     assert config("session.disable_prepacking") == "1"
 
 
+def test_dynamic_batch_graphs_run_in_micro_batches(tiny_model, tmp_path, monkeypatch):
+    """``max_batch_tokens`` feeds a dynamic-batch graph in power-of-two calls (17 tokens per image, 77 per
+    text); the features are those of one call."""
+    from mindram.backends.onnxruntime import ExportedGraph
+    tiny_model.export(tmp_path / "e", formats="onnx", dynamic_batch=True)
+    whole = load_backend("onnxruntime", tmp_path / "e", max_batch_tokens=None)
+    split = load_backend("onnxruntime", tmp_path / "e", max_batch_tokens=70)
+    calls = []
+    run = ExportedGraph._run
+    monkeypatch.setattr(ExportedGraph, "_run", lambda self, array: calls.append(len(array)) or run(self, array))
+    pixels, ids = random_pixels(5, 32), mindram.tokenize(TEXTS[:3])
+    assert _max_diff(split.get_image_features(pixels), whole.get_image_features(pixels)) <= 1e-5
+    assert calls == [4, 1, 5]   # 4 images (68 tokens) per call
+    assert _max_diff(split.get_text_features(ids), whole.get_text_features(ids)) <= 1e-5
+    assert calls[3:] == [1, 1, 1, 3]   # a text alone exceeds 70 tokens: one per call
+
+
 def test_large_onnx_keeps_weights_beside_the_graph(tiny_model, tmp_path, monkeypatch):
     import mindram.export.common as common
     monkeypatch.setattr(common, "ONNX_SINGLE_FILE_LIMIT", 0)  # as if the tower were over protobuf's 2 GB limit

@@ -286,3 +286,17 @@ def test_an_interrupted_run_leaves_the_cases_measured_so_far(harness, document, 
     assert "| fake | " in text and "| later |" not in text
     assert "Not measured (the run stopped or was still going when this was written): later." in text
     assert json.loads((tmp_path / "b.json").read_text())["skipped"] == {"not yet run": "later"}
+
+
+def test_setup_steps_run_in_a_child_process_and_report_its_error(tmp_path):
+    """``run_in_child``: a worker's conversion/export step runs in its own process (its memory is not the
+    workload's); a failure is one line naming the step and the child's error."""
+    script = tmp_path / "steps.py"
+    script.write_text("import os\n"
+                      "def write(path, text):\n    open(path, 'w').write(f'{text} {os.getpid()}')\n"
+                      "def fail(name):\n    raise ValueError(f'no weights for {name}')\n")
+    bench_worker.run_in_child(script, "write", str(tmp_path / "out.txt"), "done")
+    text, pid = (tmp_path / "out.txt").read_text().split()
+    assert text == "done" and int(pid) != os.getpid()
+    with pytest.raises(RuntimeError, match=r"steps.py: fail\('ViT-X',\) failed: ValueError: no weights for ViT-X"):
+        bench_worker.run_in_child(script, "fail", "ViT-X")

@@ -128,6 +128,27 @@ def test_config_errors_name_the_key():
         mindram.CLIPConfig.from_dict({"text_config": {"trim_padding": "yes"}})
 
 
+def test_large_image_batches_run_in_micro_batches(monkeypatch):
+    """``vision_config.max_batch_tokens`` splits ``get_image_features`` into power-of-two calls (17 tokens per
+    image here: 2 images per call under 40 tokens), with the features of one call."""
+    import mindram.models.clip.modeling as modeling
+    config = tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32_quickgelu"))
+    whole = mindram.CLIPModel(config.replace(vision_config=config.vision_config.replace(max_batch_tokens=None)))
+    split = mindram.CLIPModel(config.replace(vision_config=config.vision_config.replace(max_batch_tokens=40)))
+    split.load_weights(whole.state_dict())
+    pixels = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    calls = []
+    run = modeling.run_in_graph_mode
+    monkeypatch.setattr(modeling, "run_in_graph_mode", lambda cell, x: calls.append(x.shape[0]) or run(cell, x))
+    expected = whole.get_image_features(pixels).asnumpy()
+    assert calls == [5]
+    got = split.get_image_features(pixels).asnumpy()
+    assert calls == [5, 2, 2, 1] and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        mindram.CLIPConfig.from_dict({"vision_config": {"max_batch_tokens": 0}})
+
+
 def test_unknown_name_lists_closest():
     with pytest.raises(KeyError, match="clip_vit_b_32"):
         mindram.CLIPModel.from_pretrained("clip_vit_b32")

@@ -178,7 +178,7 @@ def shape_signature(params, source="state dict"):
 def config_signature(config):
     v, t = config.vision_config, config.text_config
     return {"projection_dim": config.projection_dim,
-            "vision": (v.hidden_size, v.patch_size, v.grid_size ** 2 + 1, v.num_hidden_layers, v.intermediate_size),
+            "vision": (v.hidden_size, v.patch_size, v.num_tokens, v.num_hidden_layers, v.intermediate_size),
             "text": (t.vocab_size, t.max_position_embeddings, t.hidden_size, t.num_hidden_layers,
                      t.intermediate_size)}
 
@@ -226,7 +226,7 @@ def expected_shapes(config):
     shapes = {"logit_scale": (1,),
               "visual.conv1.weight": (v.hidden_size, v.num_channels, v.patch_size, v.patch_size),
               "visual.class_embedding": (v.hidden_size,),
-              "visual.positional_embedding": (v.grid_size ** 2 + 1, v.hidden_size),
+              "visual.positional_embedding": (v.num_tokens, v.hidden_size),
               "visual.proj": (v.hidden_size, dim),
               "text.token_embedding.weight": (t.vocab_size, t.hidden_size),
               "text.positional_embedding": (t.max_position_embeddings, t.hidden_size),

@@ -14,6 +14,7 @@ from ...utils.random import constant_parameter, init_rng, normal_parameter
 from mindspore import Tensor, nn, ops
 
 from ...layers import BroadcastAdd, Embedding, LayerNorm, PatchEmbed, Transformer
+from ...utils.batching import micro_batches
 from ...utils.graph import run_in_graph_mode
 from ..modeling_utils import PreTrainedModel
 from .configuration import CLIPConfig
@@ -39,7 +40,7 @@ class VisionTransformer(nn.Cell):
         scale = width ** -0.5
         self.conv1 = PatchEmbed(config.num_channels, width, config.patch_size, bias=False)
         self.class_embedding = normal_parameter((width,), scale, rng)
-        self.positional_embedding = normal_parameter((config.grid_size ** 2 + 1, width), scale, rng)
+        self.positional_embedding = normal_parameter((config.num_tokens, width), scale, rng)
         self.ln_pre = LayerNorm(width, config.layer_norm_eps)
         self.transformer = Transformer(width, config.num_hidden_layers, config.num_attention_heads,
                                        config.intermediate_size, config.hidden_act, config.layer_norm_eps)
@@ -128,8 +129,16 @@ class CLIPModel(PreTrainedModel):
         return logits_per_image, logits_per_image.T
 
     def get_image_features(self, pixel_values):
-        """(N, 3, S, S) float images → (N, D) projected image features (not normalised)."""
-        return run_in_graph_mode(self.visual, _as_tensor(pixel_values, ms.float32))
+        """(N, 3, S, S) float images → (N, D) projected image features (not normalised).
+
+        A batch of more than ``vision_config.max_batch_tokens`` tokens runs as several calls (the same features).
+        """
+        pixel_values = _as_tensor(pixel_values, ms.float32)
+        vision = self.config.vision_config
+        chunks = micro_batches(pixel_values.shape[0], vision.num_tokens, vision.max_batch_tokens)
+        if len(chunks) == 1:
+            return run_in_graph_mode(self.visual, pixel_values)
+        return ops.concat([run_in_graph_mode(self.visual, pixel_values[start:stop]) for start, stop in chunks])
 
     def get_text_features(self, input_ids):
         """(N, L) token ids → (N, D) projected text features (not normalised).
