@@ -96,8 +96,10 @@ def convert_weights(workdir, model):
 
 
 def catalog_name(model):
-    """mindram's catalog architecture of an open_clip name (``ViT-B-32`` -> ``clip_vit_b_32``)."""
-    return "clip_" + model.lower().replace("-", "_")
+    """``convert_file``'s ``model_name`` for an open_clip architecture: mindram's architecture of a ``*-quickgelu``
+    name (``ViT-B-32-quickgelu`` -> ``clip_vit_b_32_quickgelu``); None for the others, which convert as exact GELU
+    from the shapes (a bare ``clip_vit_b_32`` would mean OpenAI's QuickGELU weights)."""
+    return "clip_" + model.lower().replace("-", "_") if "quickgelu" in model.lower() else None
 
 
 def load_mindram_clip(workdir, model):
