@@ -208,8 +208,10 @@ def markdown(document, skipped):
              "mindram's ONNX Runtime backend (`backend=\"onnxruntime\"` on an export of the same weights) instead of "
              "its MindSpore graphs. Peak RSS is each worker's own, in two parts: *running* is the peak from the "
              "first call (graph compilation included) through the rounds (Linux `VmHWM`, reset when setup ends); "
-             "*setup* is the peak of building the model and loading or converting its weights (the torch side "
-             "also writes the shared weights file, the mindram side reads it). max|diff| compares the outputs "
+             "*setup* is the peak of building the model and loading its weights (the torch side also writes the "
+             "shared weights file; the mindram side converts it once in a child process, whose memory is not "
+             "counted, and loads the result with `from_pretrained`, as a user would). ONNX Runtime rows load their "
+             "session lazily, so their setup holds no weights. max|diff| compares the outputs "
              "(features, tag logits, or the first training step's loss).", ""]
     lines += markdown_table(bench_harness.TABLE_HEADER, bench_harness.table_rows(document))
     if skipped:

@@ -86,13 +86,14 @@ def torch_tower(workdir, model, tower, batch):
 MINDRAM_CHECKPOINT = "mindram/model.ckpt"
 
 
-def convert_weights(workdir, model):
-    """The reference side's weights converted to a mindram checkpoint + config (``convert_file``)."""
+def convert_weights(workdir, model, source=WEIGHTS, target=MINDRAM_CHECKPOINT):
+    """The reference side's weights (``<workdir>/<source>``) converted to a mindram checkpoint + config
+    (``convert_file``) at ``<workdir>/<target>``, unless it is there."""
     from mindram.models.clip.convert import convert_file
-    target = Path(workdir) / MINDRAM_CHECKPOINT
+    target = Path(workdir) / target
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        convert_file(str(Path(workdir) / WEIGHTS), str(target), model_name=catalog_name(model))
+        convert_file(str(Path(workdir) / source), str(target), model_name=catalog_name(model))
 
 
 def catalog_name(model):

@@ -9,8 +9,8 @@ Each model is a case of ``bench_harness`` (interleaved rounds in two worker proc
 ``scripts/bench_harness.py``). The open_clip side builds the model with seeded random weights and writes them as
 ``open_clip.safetensors`` into the case's folder (setup, not measured); each call then loads that file as an
 open_clip user does (a model built with its initial values, then the whole file read and copied in). The mindram
-side converts the same file with ``mindram.models.clip.convert.convert_file`` (setup) and each call is
-``CLIPModel.from_pretrained(model.ckpt)``: the model built without initial values, the checkpoint streamed into it
+side converts the same file with ``mindram.models.clip.convert.convert_file`` (setup, in a child process) and each
+call is ``CLIPModel.from_pretrained(model.ckpt)``: the model built without initial values, the checkpoint streamed into it
 one tensor at a time.
 
 Read the *running* peak RSS of the table (memory while loading, above the process's own imports; both sides have
@@ -29,7 +29,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_worker import Workload  # noqa: E402
-from benchmark_clip import SEED, catalog_name, mindspore_versions, torch_versions  # noqa: E402
+from benchmark_clip import SEED, mindspore_versions, torch_versions  # noqa: E402
 TORCH_FILE, MINDRAM_FILE = "open_clip.safetensors", "mindram/model.ckpt"
 
 
@@ -55,12 +55,12 @@ def torch_load(workdir, model):
 
 def mindram_load(workdir, model):
     """mindram: ``CLIPModel.from_pretrained`` on the same weights converted by ``convert_file`` (setup)."""
+    import benchmark_clip
     import mindram
-    from mindram.models.clip.convert import convert_file
+    from bench_worker import run_in_child
     target = Path(workdir) / MINDRAM_FILE
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_file(str(Path(workdir) / TORCH_FILE), str(target), model_name=catalog_name(model))
+    if not target.is_file():   # in a child process: the setup peak is not the conversion's
+        run_in_child(benchmark_clip.__file__, "convert_weights", str(workdir), model, TORCH_FILE, MINDRAM_FILE)
     gc.collect()
 
     def run():

@@ -243,15 +243,16 @@ def test_clip_cases_measure_each_backend_against_open_clip():
 
 def test_load_cases_time_from_pretrained_against_open_clip_loading_the_same_file():
     import benchmark_all
+    import benchmark_clip
     import benchmark_load
     found = benchmark_load.cases(["ViT-B-32", "ViT-L-14"])
     assert [c.name for c in found] == ["load CLIP ViT-B-32", "load CLIP ViT-L-14"]
     assert {(c.reference.factory, c.candidate.factory) for c in found} == {("torch_load", "mindram_load")}
     # open_clip's GELU architectures convert from the shapes (a bare clip_vit_l_14 means OpenAI's QuickGELU weights)
     import mindram
-    assert benchmark_load.catalog_name("ViT-L-14") is None
+    assert benchmark_clip.catalog_name("ViT-L-14") is None
     assert mindram.CLIPConfig.from_pretrained("clip_vit_l_14").vision_config.hidden_act == "quick_gelu"
-    quick = benchmark_load.catalog_name("ViT-B-32-quickgelu")
+    quick = benchmark_clip.catalog_name("ViT-B-32-quickgelu")
     assert quick == "clip_vit_b_32_quickgelu"
     assert mindram.CLIPConfig.from_pretrained(quick).vision_config.hidden_act == "quick_gelu"
     planned, _ = benchmark_all.planned_cases(benchmark_all.parse_args(["--quick", "--groups", "load"]))
