@@ -15,6 +15,9 @@ from .permute import Permute
 
 SWAPPED_ROWS_ENV = "MINDRAM_SWAPPED_GEMM_ROWS"
 SWAPPED_ROWS = (16, 48)
+# from `high` rows on, the product is still swapped while the input is at most this many elements and the weight does
+# not narrow it (out >= in): a 77-token text tower 512 wide, a 50-token ViT-B/32 (docs/performance.md "Layout")
+SWAPPED_INPUT_ELEMENTS = 80 * 512
 
 
 def swapped_rows():
@@ -34,10 +37,10 @@ class WeightMatMul(nn.Cell):
     """``x @ weight.T`` for a 2-D ``x`` (rows, in) and a weight in torch's (out, in) layout.
 
     MindSpore 2.10's CPU MatMul with a transposed right operand runs at 15-50 GFLOP/s for 16-47 rows (a short
-    prompt's text tower, a batch-1 ViT) and at 130-190 from 64 rows on; the same product taken as
-    ``(weight @ x.T).T`` runs at 50-120 (docs/performance.md "Layout"). The row count is static in a compiled
-    graph, so the choice is made once per shape; outside ``[low, high)`` of :func:`swapped_rows` (and for dynamic
-    shapes) it is the plain transposed-B MatMul."""
+    prompt's text tower, a batch-1 ViT) and at 130-190 from 64 rows on for 1024-wide weights; the same product taken
+    as ``(weight @ x.T).T`` runs at 50-120. For narrower inputs the swapped product stays ahead further (512 wide, 77
+    rows: 5-20 %). The row count is static in a compiled graph, so the choice (:func:`takes_swapped_product`) is made
+    once per shape; dynamic shapes take the plain transposed-B MatMul (docs/performance.md "Layout")."""
 
     def __init__(self):
         super().__init__()
@@ -46,9 +49,20 @@ class WeightMatMul(nn.Cell):
         self.swap_back = Permute((1, 0))
 
     def construct(self, x, weight):
-        if static_shape(x) and self.low <= x.shape[0] < self.high:
+        if static_shape(x) and takes_swapped_product(x.shape[0], weight.shape[0], x.shape[1], self.low, self.high):
             return self.swap_back(self.matmul(weight, x))
         return self.matmul(x, weight)
+
+
+def takes_swapped_product(rows, out_features, in_features, low, high):
+    """Whether :class:`WeightMatMul` takes ``(weight @ x.T).T`` for ``x`` (rows, in) and a weight (out, in): rows in
+    ``[low, high)``, or from ``high`` on while ``rows * in <= SWAPPED_INPUT_ELEMENTS`` and ``out >= in``; never when
+    ``low == high``."""
+    if low >= high or rows < low:
+        return False
+    if rows < high:
+        return True
+    return rows * in_features <= SWAPPED_INPUT_ELEMENTS and out_features >= in_features
 
 
 class BiasAdd(nn.Cell):

@@ -15,7 +15,7 @@ import safetensors.numpy
 from mindspore import Tensor, nn
 
 from .. import catalog
-from ..checkpoint import mindspore_ckpt
+from ..checkpoint import mindspore_ckpt, safetensors_file
 from ..errors import CheckpointError
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.io import atomic_write
@@ -25,11 +25,6 @@ from .pretrained_weights import fetch_checkpoint
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
-_SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
-                       "I16": np.int16, "U16": np.uint16, "I32": np.int32, "U32": np.uint32, "I64": np.int64,
-                       "U64": np.uint64, "BOOL": np.bool_}
-
-
 def check_checkpoint_path(path):
     """``path`` as a :class:`~pathlib.Path` if its suffix is one of :data:`CHECKPOINT_SUFFIXES`, else
     :class:`CheckpointError` (MindSpore would silently append ``.ckpt`` to any other name)."""
@@ -68,7 +63,7 @@ def _read_index(path):
                 index = {}
                 for name in f.keys():
                     tensor = f.get_slice(name)
-                    index[name] = (tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(tensor.get_dtype()))
+                    index[name] = (tuple(tensor.get_shape()), safetensors_file.numpy_dtype(tensor.get_dtype()))
         else:
             index = mindspore_ckpt.read_index(path)
     except Exception as e:  # safetensors raises SafetensorError, the protobuf walk ValueError/IndexError
@@ -100,10 +95,11 @@ def iter_checkpoint(path, names=None):
     index = _read_index(path)   # a damaged framing is an error before anything is yielded
     wanted = [name for name in index if names is None or name in names]
     try:
-        if path.suffix == ".safetensors":
-            with safetensors.safe_open(str(path), framework="numpy") as f:
+        if path.suffix == ".safetensors":   # plain reads, not safe_open's mapping (see safetensors_file)
+            with open(path, "rb") as f:
+                data_start, header = safetensors_file.read_header(f)
                 for name in wanted:
-                    yield name, f.get_tensor(name)
+                    yield name, safetensors_file.read_tensor(f, data_start, header[name])
         else:
             with open(path, "rb") as f:
                 for name in wanted:

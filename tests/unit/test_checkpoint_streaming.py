@@ -139,3 +139,62 @@ def test_no_init_weights_is_scoped_and_keeps_the_global_rng_in_step():
     mindram.CLIPModel(tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32")))
     assert np.random.randint(1000) == after_model_skip   # a build draws its generator seeds either way
     assert after_skip == np.random.RandomState(1).randint(1000)
+
+
+def test_safetensors_reader_matches_safetensors(tmp_path):
+    import safetensors.numpy
+    values = {k: v for k, v in VALUES.items()}
+    values["empty"] = np.zeros((0, 3), np.float32)
+    path = tmp_path / "w.safetensors"
+    safetensors.numpy.save_file(values, str(path), metadata={"format": "np"})
+    got = read_checkpoint(path)
+    assert sorted(got) == sorted(safetensors.numpy.load_file(str(path)))
+    for name, value in values.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+        np.testing.assert_array_equal(got[name], value)
+    assert checkpoint_index(path)["f16"] == ((2, 2, 2), np.dtype(np.float16))
+
+
+def test_safetensors_bfloat16_is_read_as_float32(tmp_path):
+    import json
+    values = np.array([[1.5, -2.0], [0.0, 3.25]], np.float32)   # exact in bfloat16: the upper 16 bits
+    data = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, len(data)]}}).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    assert checkpoint_index(path)["w"] == ((2, 2), np.dtype(np.float32))
+    got = read_checkpoint(path)["w"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, values)
+
+
+def test_a_truncated_safetensors_file_is_a_checkpoint_error(tmp_path):
+    import safetensors.numpy
+    path = tmp_path / "w.safetensors"
+    safetensors.numpy.save_file({"a": np.ones((64, 64), np.float32)}, str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: not a readable \.safetensors checkpoint"):
+        read_checkpoint(path)
+
+
+def _peak_rss_mib():
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def test_streaming_a_safetensors_file_holds_one_tensor_not_the_file(tmp_path):
+    """safetensors' ``safe_open`` maps the file, and every tensor read stays resident until it is closed: streaming
+    a 160 MiB file peaked 160 MiB above the start. Plain reads hold one 16 MiB tensor at a time."""
+    import safetensors.numpy
+    path = tmp_path / "w.safetensors"
+    safetensors.numpy.save_file({f"t{i}": np.full((4096, 1024), i, np.float32) for i in range(10)}, str(path))
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")   # resets VmHWM to the current RSS
+    except OSError:
+        pytest.skip("peak RSS cannot be reset on this system (Linux /proc/self/clear_refs)")
+    start = _peak_rss_mib()
+    for i, (name, value) in enumerate(modeling_utils.iter_checkpoint(path)):
+        assert name == f"t{i}" and value[0, 0] == i
+        del value
+    assert _peak_rss_mib() - start < 80
