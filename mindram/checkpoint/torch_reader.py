@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mindram.checkpoint import safetensors_file
 from mindram.errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = ["load_torch_object", "load_torch_state_dict", "load_safetensors", "script_state_dict", "ScriptObject"]
@@ -50,9 +51,6 @@ _STORAGE_TYPES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfSt
                   "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
                   "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
                   "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128"}
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16",
-                       "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
 
 
 class _Refused(Exception):
@@ -374,34 +372,7 @@ def _load_legacy(path: str) -> Any:
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a ``.safetensors`` file (8-byte LE header length, JSON header, raw data); bf16 -> float32."""
-    path = os.fspath(path)
-    out: dict[str, np.ndarray] = {}
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
-        if length > size - 8:
-            raise CheckpointError(f"{path}: truncated or invalid safetensors header")
-        try:
-            header = json.loads(f.read(length))
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: invalid safetensors JSON header ({exc})") from exc
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype_name = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-            if dtype_name is None:
-                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r} "
-                                      f"(supported: {', '.join(_SAFETENSORS_DTYPES)})")
-            shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_NP_DTYPES[dtype_name]).itemsize
-            if begin < 0 or end - begin != nbytes or 8 + length + end > size:
-                raise CheckpointError(f"{path}: tensor {name!r} has inconsistent offsets {info['data_offsets']}")
-            f.seek(8 + length + begin)
-            arr = _read_array(f.read(nbytes), dtype_name).reshape(shape)
-            arr = arr if arr.flags.writeable else arr.copy()
-            out[name] = _bf16_to_f32(arr) if dtype_name == "bfloat16" else arr
-    return out
+    return safetensors_file.load(path)
 
 
 def _sniff(path: str) -> str | None:

@@ -97,7 +97,7 @@ def iter_checkpoint(path, names=None):
     try:
         if path.suffix == ".safetensors":   # plain reads, not safe_open's mapping (see safetensors_file)
             with open(path, "rb") as f:
-                data_start, header = safetensors_file.read_header(f)
+                data_start, header = safetensors_file.read_header(f, path)
                 for name in wanted:
                     yield name, safetensors_file.read_tensor(f, data_start, header[name])
         else:
