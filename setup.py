@@ -1,7 +1,7 @@
 """mindram: CLIP and Recognize Anything (RAM, RAM++) on MindSpore."""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -13,10 +13,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9,<3.12",
-    packages=find_packages(include=["mindram", "mindram.*"]),
+    # namespace discovery: the data folders (configs, vocabularies) are packages too, so their files install as
+    # package data without setuptools warning that an importable folder is missing from `packages`
+    packages=find_namespace_packages(include=["mindram", "mindram.*"], exclude=["*.__pycache__"]),
     package_data={"mindram": ["configs/**/*.yaml", "configs/**/*.json", "models/**/*.gz", "models/**/NOTICE",
-                              "models/**/LICENSE", "models/**/*.txt", "models/**/*.json", "layers/kernels/*.cc",
-                              "layers/kernels/*.h", "data/**/*"]},
+                              "models/**/LICENSE", "models/**/*.txt", "models/**/*.json", "models/**/*.md",
+                              "layers/kernels/*.cc", "layers/kernels/*.h", "data/**/*"]},
     include_package_data=True,
     install_requires=[
         "mindspore==2.10.0",
