@@ -81,7 +81,7 @@ def test_manifest_describes_the_export(exported):
     assert text["inputs"] == [{"name": "text", "shape": ["batch", 77], "dtype": "int64"}]
     assert image["outputs"] == [{"name": "image_embed", "shape": ["batch", 512], "dtype": "float32"}]
     assert not image["normalized"] and not text["normalized"]
-    assert sorted(image["files"]) == ["mindir", "onnx"]
+    assert sorted(image["files"]) == ["mindir", "onnx", "onnx_data"]   # full-size weights beside the graph
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +132,13 @@ def test_dynamic_batch_graphs_run_in_micro_batches(tiny_model, tmp_path, monkeyp
 
 def test_large_onnx_keeps_weights_beside_the_graph(tiny_model, tmp_path, monkeypatch):
     import mindram.export.common as common
-    monkeypatch.setattr(common, "ONNX_SINGLE_FILE_LIMIT", 0)  # as if the tower were over protobuf's 2 GB limit
+    monkeypatch.setattr(common, "ONNX_INLINE_WEIGHTS_LIMIT", 0)  # as if the tower were a full-size one
     manifest = tiny_model.export(tmp_path / "e", formats="onnx", towers="image", dynamic_batch=True)
     files = manifest["graphs"]["image_encoder"]["files"]
     assert sorted(files) == ["onnx", "onnx_data"] and files["onnx_data"]["path"] == "image_encoder.onnx.data"
     assert files["onnx_data"]["bytes"] > files["onnx"]["bytes"]
+    modes = {(tmp_path / "e" / f["path"]).stat().st_mode & 0o777 for f in files.values()}
+    assert modes == {(tmp_path / "e" / "export.json").stat().st_mode & 0o777}   # not owner-only
     pixels = random_pixels(2, 32)
     got = load_backend("onnxruntime", tmp_path / "e").get_image_features(pixels)
     assert _max_diff(got, tiny_model.get_image_features(pixels).asnumpy()) <= 1e-5
