@@ -6,10 +6,10 @@ afterwards. ONNX Runtime runs the CLIP towers 1.2-2.5x faster than open_clip on 
 (docs/benchmarks.md); an export of ViT-B/32 takes about a minute and 600 MB of disk.
 
 An export is keyed by what it was made from: the checkpoint file and its config file (resolved path, size and
-modification time), the export options and mindram's version. A changed checkpoint gets a new export; a stale
-one stays until deleted (``rm -r $MINDRAM_HOME/exports``). The export is written into a temporary folder beside
-its final place and renamed into place when complete, so an interrupted export is never used, and two
-processes exporting the same model at once both end up with a complete one.
+modification time), the export options, the file layout and mindram's version. A changed checkpoint gets a new
+export; a stale one stays until deleted (``rm -r $MINDRAM_HOME/exports``). The export is written into a temporary
+folder beside its final place and renamed into place when complete, so an interrupted export is never used, and
+two processes exporting the same model at once both end up with a complete one.
 """
 import hashlib
 import json
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import catalog
 from ..errors import ConfigError
+from ..export.common import ONNX_INLINE_WEIGHTS_LIMIT
 from ..export.manifest import MANIFEST
 from ..utils.io import mindram_home
 
@@ -49,14 +50,17 @@ def _source_files(name_or_path, family):
 
 
 def export_key(files, options):
-    """A short hash of the source files' (resolved path, size, mtime) and the export options."""
+    """A short hash of the source files' (resolved path, size, mtime), the export options and file layout."""
     from .. import __version__  # pylint: disable=import-outside-toplevel
     stats = []
     for file in files:
         file = Path(file).resolve()
         stat = file.stat() if file.is_file() else None
         stats.append([str(file), stat and stat.st_size, stat and stat.st_mtime_ns])
-    text = json.dumps({"files": stats, "options": options, "mindram": __version__}, sort_keys=True)
+    # the file layout is part of what an export is: one made when weights stayed inside the graph (a session held
+    # them twice) is not reused once they are kept apart
+    layout = {"inline_weights_limit": ONNX_INLINE_WEIGHTS_LIMIT}
+    text = json.dumps({"files": stats, "options": options, "layout": layout, "mindram": __version__}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
