@@ -7,15 +7,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _source_files():
-    """Every file of the package's source tree, except what Python or gradio write beside the sources."""
-    files = set()
-    for path in (ROOT / "mindram").rglob("*"):
-        relative = path.relative_to(ROOT)
-        if not path.is_file() or "__pycache__" in relative.parts or path.suffix in (".pyc", ".pyi"):
-            continue
-        files.add(relative.as_posix())
-    return files
+def _files(root, under="."):
+    return {path.relative_to(root).as_posix() for path in (root / under).rglob("*") if path.is_file()}
 
 
 def test_build_installs_every_file_of_the_package(tmp_path):
@@ -25,14 +18,15 @@ def test_build_installs_every_file_of_the_package(tmp_path):
     source.mkdir()
     for name in ("setup.py", "README.md"):
         shutil.copy2(ROOT / name, source / name)
+    # the package's source tree, without what Python or gradio write beside the sources
     shutil.copytree(ROOT / "mindram", source / "mindram",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi"))
+    expected = _files(source, "mindram")   # before the build, which may write beside the sources
     build = tmp_path / "build"
     result = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)], cwd=source,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    built = {path.relative_to(build).as_posix() for path in build.rglob("*") if path.is_file()}
-    expected = _source_files()
+    built = _files(build)
     assert len(expected) > 100
     assert sorted(expected - built) == []
     assert sorted(built - expected) == []
