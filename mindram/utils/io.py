@@ -41,7 +41,7 @@ def _create_temporary(path):
 def _remove_temporaries(tmp, suffix):
     """Remove ``tmp`` and whatever a writer derived from its unique name (``<tmp>.ckpt``, ``<stem>.tmp`` …)."""
     directory, stem = os.path.split(tmp[: len(tmp) - len(f".tmp{suffix}")])
-    with os.scandir(directory) as entries:
+    with os.scandir(directory or os.curdir) as entries:   # a bare name's temporary has no directory part
         leftovers = [e.path for e in entries if e.name.startswith(f"{stem}.")]
     for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError):
@@ -64,6 +64,9 @@ def _check_written(tmp, path, allow_empty, check):
 def atomic_write(path, check=None, allow_empty=False):
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds and wrote it.
 
+    ``path`` may be bare (``model.ckpt``: the current directory), relative (``./``, ``../``), start with ``~``
+    or be absolute.
+
     Yields the temporary *path* (a ``str``) so that libraries that insist on writing by file name
     (``mindspore.save_checkpoint``) can be used. After the block the temporary must exist and be non-empty
     (unless ``allow_empty``) and ``check(tmp)``, when given, must return without raising; then it gets the
@@ -72,7 +75,7 @@ def atomic_write(path, check=None, allow_empty=False):
     (:class:`~mindram.errors.MindramError` for a temporary that was not written) and no temporary file is
     left behind, including names a writer derived from the temporary's.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _create_temporary(path)
     try:

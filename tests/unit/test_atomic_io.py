@@ -172,3 +172,29 @@ def test_ckpt_names_are_read_without_the_tensor_data(tmp_path, monkeypatch):
     path = write_checkpoint(PARAMS, tmp_path / "w.ckpt")
     monkeypatch.setattr(modeling_utils.ms, "load_checkpoint", None)  # names come from the framing alone
     assert checkpoint_names(path) == ["a", "b"]
+
+
+@pytest.mark.parametrize("spelling", ["out.json", "./out.json", "../work/out.json", "~/out.json", "absolute"])
+def test_every_path_spelling_is_written_and_leaves_no_temporary(tmp_path, monkeypatch, spelling):
+    """A bare name (the current directory), ./, ../, ~ and an absolute path: each is written in place, no
+    temporary is left (a bare name's temporary has no directory part: that used to fail after the rename)."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    expected = {"out.json": work, "./out.json": work, "../work/out.json": work, "~/out.json": home,
+                "absolute": work}[spelling]
+    path = str(work / "out.json") if spelling == "absolute" else spelling
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("{}")
+    assert (expected / "out.json").read_text(encoding="utf-8") == "{}"
+    assert entries(expected) == ["out.json"] and not (work / "~").exists()
+
+
+def test_checkpoint_written_under_a_bare_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_checkpoint(PARAMS, "weights.safetensors")
+    assert entries(tmp_path) == ["weights.safetensors"]
+    np.testing.assert_array_equal(read_checkpoint(tmp_path / "weights.safetensors")["a"], PARAMS["a"])
