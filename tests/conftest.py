@@ -1,5 +1,5 @@
-"""Shared test setup: a private MINDRAM_HOME, the repository on sys.path, markers by folder, and a guard
-that the session leaves the user's ~/.cache/mindram alone.
+"""Shared test setup: a private MINDRAM_HOME and HOME, the repository on sys.path, markers by folder, and a
+guard that the session's own code never writes mindram's default cache (``~/.cache/mindram``).
 
 Everything a test reads lives in this repository (``tests/fixtures``); nothing outside it is read.
 """
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 # MindSpore's C++ INFO/WARNING lines stay off in test output (mindram itself leaves GLOG_v alone).
 os.environ.setdefault("GLOG_v", "3")
 
-USER_CACHE = Path.home() / ".cache" / "mindram"   # mindram_home()'s default, which tests must not touch
+USER_CACHE = Path.home() / ".cache" / "mindram"   # mindram_home()'s default for the user running the tests
 
 # tests/<folder>/… → marker applied to every test in that folder
 FOLDER_MARKERS = {"parity": "parity", "st": "st"}
@@ -61,17 +61,29 @@ def pytest_configure(config):  # pylint: disable=unused-argument
     _session["home"] = _session["dir"] / "mindram_home"
     _session["previous"] = os.environ.get("MINDRAM_HOME")
     os.environ["MINDRAM_HOME"] = str(_session["home"])
+    # HOME too: whatever the tests (and the commands they run) would write under ~ lands in the session's
+    # folder, never in the user's; and the guard below watches that folder, which no other process writes
+    # (watching the user's ~/.cache/mindram failed whole sessions whenever another process wrote there)
+    _session["previous_home"] = os.environ.get("HOME")
+    (_session["dir"] / "home").mkdir()
+    os.environ["HOME"] = str(_session["dir"] / "home")
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
     if "dir" not in _session:
         return
     shutil.rmtree(_session.pop("dir"), ignore_errors=True)
-    previous = _session.pop("previous")
-    if previous is None:
-        os.environ.pop("MINDRAM_HOME", None)
-    else:
-        os.environ["MINDRAM_HOME"] = previous
+    for name, key in (("MINDRAM_HOME", "previous"), ("HOME", "previous_home")):
+        previous = _session.pop(key)
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def guarded_cache():
+    """mindram's default cache as the session's code sees it (``~/.cache/mindram`` under the session's HOME)."""
+    return Path(os.environ["HOME"]) / ".cache" / "mindram"
 
 
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
@@ -89,13 +101,15 @@ def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argu
 
 @pytest.fixture(scope="session", autouse=True)
 def _user_cache_untouched():
-    """Fail the session if it created or modified ~/.cache/mindram (a user's own copy may pre-exist)."""
-    before = tree_state(USER_CACHE)
+    """Fail the session if its code created or modified ``~/.cache/mindram`` (mindram_home()'s default: a test
+    that lost its private MINDRAM_HOME). HOME is the session's, so only the session itself can write there."""
+    cache = guarded_cache()
+    before = tree_state(cache)
     yield
-    after = tree_state(USER_CACHE)
+    after = tree_state(cache)
     if after != before:
         changed = sorted(set((after or {}).items()) ^ set((before or {}).items()))
-        pytest.fail(f"the test session created or modified {USER_CACHE}: {[path for path, _ in changed][:10]}; "
+        pytest.fail(f"the test session created or modified {cache}: {[path for path, _ in changed][:10]}; "
                     "tests must write only under tmp_path / $MINDRAM_HOME", pytrace=False)
 
 

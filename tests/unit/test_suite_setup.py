@@ -71,12 +71,12 @@ def test_unregistered_markers_are_refused(tmp_path):
     assert "'slow' not found" not in result.stdout
 
 
-def run_session(tmp_path, test_source):
+def run_session(tmp_path, test_source, **extra_env):
     """Run a one-file pytest session with this suite's conftest and pytest.ini, HOME in ``tmp_path``."""
     (tmp_path / "home").mkdir(exist_ok=True)
     test = tmp_path / "test_session.py"
     test.write_text(test_source)
-    env = dict(os.environ, HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), **extra_env)
     env.pop("MINDRAM_HOME")
     return subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path),
                            "-p", "tests.conftest", "-q", "-p", "no:cacheprovider", str(test)],
@@ -94,3 +94,19 @@ def test_session_fails_when_it_writes_the_user_cache(tmp_path):
     # a cache the user had before the session is fine as long as the session leaves it alone
     result = run_session(tmp_path, "import os\n\ndef test_home():\n    assert 'mindram-tests-' in os.environ['MINDRAM_HOME']\n")
     assert result.returncode == 0, result.stdout
+
+
+def test_other_writers_of_the_user_cache_do_not_fail_the_session(tmp_path):
+    """Another process (a demo run beside the tests) writing the user's ~/.cache/mindram during the session is
+    not the session's doing: the guard watches the session's own HOME, which only the session writes."""
+    writes = ("import os\nfrom pathlib import Path\n\n"
+              "def test_someone_else_writes_the_user_cache():\n"
+              "    assert Path.home() != Path(os.environ['USER_HOME'])\n"
+              "    (Path(os.environ['USER_HOME']) / '.cache' / 'mindram' / 'kernels').mkdir(parents=True)\n")
+    result = run_session(tmp_path, writes, USER_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "home" / ".cache" / "mindram" / "kernels").is_dir()
+
+
+def test_home_is_private_to_the_session():
+    assert Path.home().parent.name.startswith("mindram-tests-") and Path.home().name == "home"
