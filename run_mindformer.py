@@ -21,14 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import mindspore as ms  # noqa: E402
-
-from mindram import Trainer  # noqa: E402
+# Only what parsing the arguments needs is imported here: --help and usage errors answer at once; MindSpore,
+# the Trainer and the pipelines are imported by main() once the arguments are good.
 from mindram.config import parse_options  # noqa: E402
 from mindram.errors import ConfigError  # noqa: E402
-from mindram.pipeline.base import ITEM_ERRORS  # noqa: E402
 from mindram.utils.jsonl_predictions import expand_inputs, predict_to_jsonl  # noqa: E402
-from mindram.trainer.run_config import RUN_MODES, check_run_mode, load_run_config  # noqa: E402
+from mindram.trainer.training_args import RUN_MODES  # noqa: E402
 from mindram.utils.cli import (EXIT_FAILED, LOG_FORMAT, add_debug_flag, configure_logging, one_line,  # noqa: E402
                                run_cli)
 
@@ -136,6 +134,7 @@ def check_device_target(target):
 
 def failure_reason(processor, item):
     """Why a predict input gave no result: the error of preprocessing it again (failed inputs only)."""
+    from mindram.pipeline.base import ITEM_ERRORS  # pylint: disable=import-outside-toplevel
     try:
         processor.preprocess(item)
     except ITEM_ERRORS as e:
@@ -199,6 +198,7 @@ def unconfigured_eval(config):
 def apply_context(config):
     """Apply the run config's ``context`` section (MindFormers: ``mode``, ``device_target``, ``device_id``),
     after the command-line flags were merged into it; ConfigError for a value MindSpore cannot take."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
     context = dict(config.get("context") or {})
     target = context.get("device_target") or "CPU"
     check_device_target(target)
@@ -216,6 +216,7 @@ def apply_context(config):
 
 def context_mode(mode):
     """``context.mode`` as MindSpore's int: 0/GRAPH_MODE or 1/PYNATIVE_MODE."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
     names = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}
     if mode in (ms.GRAPH_MODE, ms.PYNATIVE_MODE) and not isinstance(mode, bool):
         return mode
@@ -260,8 +261,10 @@ def run(trainer, config, mode, args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     overrides = build_overrides(args)
-    config = load_run_config(args.config)  # a PaddleClas RAM YAML is translated (mindram.compat.paddleclas)
-    config.merge_from_dict(overrides)
+    from mindram import Trainer  # pylint: disable=import-outside-toplevel
+    from mindram.trainer.run_config import check_run_mode, load_run_config  # pylint: disable=import-outside-toplevel
+    # a PaddleClas RAM YAML is translated (mindram.compat.paddleclas); sections are checked after the overrides
+    config = load_run_config(args.config, overrides)
     mode = check_run_mode(args.run_mode or config.get("run_mode") or "train",
                           key="--run_mode" if args.run_mode else f"{args.config}: run_mode")
     if mode == "predict" and not args.predict_data:
@@ -272,6 +275,8 @@ def main(argv=None):
     if trainer.task.parallel.distributed:
         tag_logs_with_rank(trainer.task.parallel.rank)
     result, code = run(trainer, config, mode, args)
+    if trainer.task.parallel.distributed and trainer.task.parallel.rank != 0:
+        return code   # one job, one result: rank 0 prints it (every rank logs to its own file)
     print(json.dumps(result, indent=2, default=float, ensure_ascii=False))
     if code == EXIT_FAILED:
         streamed = isinstance(result, dict) and "output" in result

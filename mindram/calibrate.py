@@ -16,8 +16,6 @@ import json
 import sys
 
 from .config import parse_options
-from .trainer.calibration import calibrate_task
-from .trainer.trainer import Trainer
 from .utils.cli import add_debug_flag, configure_logging, run_cli
 
 PROG = "python -m mindram.calibrate"
@@ -47,6 +45,8 @@ def overrides_of(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from .trainer.calibration import calibrate_task  # pylint: disable=import-outside-toplevel  # MindSpore
+    from .trainer.trainer import Trainer  # pylint: disable=import-outside-toplevel
     trainer = Trainer(args=args.config, task="image_tagging", overrides=overrides_of(args))
     report = calibrate_task(trainer.task, target=args.target, output=args.output, overwrite=args.overwrite)
     print(json.dumps(report, indent=2, default=float))

@@ -16,8 +16,6 @@ import json
 import sys
 
 from .config import parse_options
-from .trainer.teacher_features import extract_teacher_features
-from .trainer.trainer import Trainer
 from .utils.cli import OneLineErrorParser, add_debug_flag, configure_logging, run_cli
 from .utils.validation import check_batch_size
 
@@ -43,6 +41,8 @@ def main(argv=None):
     overrides = parse_options(args.options)
     if args.train_dataset_dir:
         overrides["train_dataset.data_loader.dataset_dir"] = args.train_dataset_dir
+    from .trainer.teacher_features import extract_teacher_features  # pylint: disable=import-outside-toplevel
+    from .trainer.trainer import Trainer  # pylint: disable=import-outside-toplevel  # MindSpore
     trainer = Trainer(args=args.config, task="image_tagging", overrides=overrides)
     manifest = extract_teacher_features(trainer.task, args.output, batch_size=args.batch_size,
                                         overwrite=args.overwrite, num_workers=max(0, args.num_workers))

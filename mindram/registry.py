@@ -31,6 +31,18 @@ class MindFormerRegister:
     """Class-level registry: ``{module_type: {name: class_or_function}}``."""
 
     registry = {}
+    _loaders = []   # callables that import the modules registering built-in names, run before the first lookup
+
+    @classmethod
+    def add_loader(cls, loader):
+        """Run ``loader()`` (importing modules that register names) before the registry answers a lookup:
+        ``import mindram`` stays light, and a name is found whichever module the caller imported."""
+        cls._loaders.append(loader)
+
+    @classmethod
+    def _load(cls):
+        while cls._loaders:
+            cls._loaders.pop(0)()
 
     @classmethod
     def register(cls, module_type=MindFormerModuleType.MODELS, alias=None):
@@ -52,12 +64,17 @@ class MindFormerRegister:
     @classmethod
     def names(cls, module_type):
         """Sorted names registered under ``module_type``."""
+        cls._load()
         return sorted(cls.registry.get(MindFormerModuleType(module_type), {}))
 
     @classmethod
     def get_cls(cls, module_type, name):
         """The registered object, or :class:`UnknownNameError` naming the closest registered names."""
+        cls._load()
         table = cls.registry.get(MindFormerModuleType(module_type), {})
+        if not isinstance(name, str):
+            raise ConfigError(f"a {MindFormerModuleType(module_type).value} type name must be a string, got "
+                              f"{type(name).__name__} {name!r}")
         if name not in table:
             close = difflib.get_close_matches(str(name), list(table), n=5, cutoff=0.4)
             raise UnknownNameError(f"{name!r} is not a registered {MindFormerModuleType(module_type).value}; "
@@ -67,6 +84,9 @@ class MindFormerRegister:
     @classmethod
     def find(cls, name):
         """Look a ``type`` name up in every module type (for nested configs)."""
+        cls._load()
+        if not isinstance(name, str):
+            return None
         for table in cls.registry.values():
             if name in table:
                 return table[name]

@@ -27,6 +27,8 @@ SLOW_TESTS = frozenset({
     "tests/parity/test_clip_parity.py::test_logits_and_loss_match_open_clip",
     "tests/parity/test_ram_parity.py::test_logits_and_tags_match_reference",
     "tests/st/test_run_mindformer.py::test_train_eval_predict",
+    "tests/st/test_run_weights.py::test_the_flickr8k_config_starts_from_openai_weights_and_stops_without_them",
+    "tests/st/test_run_weights.py::test_cli_from_a_relative_path_follows_the_weights_and_logs_them_first",
     "tests/st/test_run_mindformer_tagging.py::test_train_eval_predict",
     "tests/unit/test_kernels.py::test_build_cache_is_reused_across_processes",
     "tests/unit/test_ram_model.py::test_full_size_ram_plus_has_the_reference_parameters",

@@ -6,7 +6,9 @@
 - :mod:`mindram.app.ui`: the Gradio page (imported only when the app starts: gradio is an optional dependency,
   ``pip install 'mindram[app]'``).
 """
-from .service import AppService, check_image
-from .store import ImageStore
+from ..utils.lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {"AppService": ".service", "check_image": ".service",
+                                               "ImageStore": ".store"})
 
 __all__ = ["AppService", "ImageStore", "check_image"]

@@ -20,11 +20,9 @@ import os
 import sys
 
 from ..errors import MindramError
-from ..pipeline import ImageTaggingPipeline, ZeroShotImageClassificationPipeline
-from ..pipeline.feature_extraction import FeatureExtractionPipeline
+from ..pipeline.defaults import DEFAULT_CLIP, DEFAULT_TAGGER
 from ..utils.cli import add_debug_flag, configure_logging, run_cli
-from .service import DEFAULT_MAX_PIXELS, AppService
-from .store import ImageStore
+from ..utils.image_files import DEFAULT_MAX_IMAGE_PIXELS
 
 logger = logging.getLogger("mindram.app")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -50,9 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--demo", action="store_true",
                         help="the embedded demos' tiny models and a generated store (nothing downloaded)")
     parser.add_argument("--tagger", help=f"RAM/RAM++ name, directory or checkpoint, or none "
-                                         f"(default {ImageTaggingPipeline.default_model})")
+                                         f"(default {DEFAULT_TAGGER})")
     parser.add_argument("--clip", help=f"CLIP name, directory or checkpoint, or none "
-                                       f"(default {ZeroShotImageClassificationPipeline.default_model})")
+                                       f"(default {DEFAULT_CLIP})")
     parser.add_argument("--open_set_clip", help="CLIP that embeds open-set tags (default: the tagging pipeline's, "
                                                 "clip_vit_b_16)")
     parser.add_argument("--store", help="embedding store for the search tab (scripts/export_embeddings.py --out DIR)")
@@ -62,8 +60,9 @@ def parse_args(argv=None):
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the app to the network)")
     parser.add_argument("--port", type=port_number, default=7860)
     parser.add_argument("--share", action="store_true", help="also create a public Gradio share link (opt-in)")
-    parser.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                        help=f"largest image accepted, width x height (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--max_pixels", type=positive_int, default=None,
+                        help=f"largest image accepted, width x height (default $MINDRAM_MAX_IMAGE_PIXELS or "
+                             f"{DEFAULT_MAX_IMAGE_PIXELS:,})")
     args = add_debug_flag(parser).parse_args(argv)
     if args.demo and (args.tagger or args.clip or args.store or args.open_set_clip):
         parser.error("--demo uses the demo's own models and store; leave out --tagger/--clip/--store/--open_set_clip")
@@ -76,6 +75,10 @@ def _off(value):
 
 def build_service(args):
     """The :class:`AppService` of the command line (loads the models and the store)."""
+    # pylint: disable=import-outside-toplevel  # MindSpore and the pipelines: once the arguments are good
+    from ..pipeline.feature_extraction import FeatureExtractionPipeline
+    from .service import AppService
+    from .store import ImageStore
     if args.demo:
         from .demo import build_demo_store, load_demo_models   # pylint: disable=import-outside-toplevel
         models = load_demo_models()
@@ -83,8 +86,8 @@ def build_service(args):
         return AppService(tagger=models.tagger, clip=clip, store=build_demo_store(clip),
                           open_set_clip=models.open_set_clip, max_pixels=args.max_pixels, notice=models.notice,
                           default_labels=", ".join(models.class_names[:8]))
-    tagger = None if _off(args.tagger) else (args.tagger or ImageTaggingPipeline.default_model)
-    clip = None if _off(args.clip) else (args.clip or ZeroShotImageClassificationPipeline.default_model)
+    tagger = None if _off(args.tagger) else (args.tagger or DEFAULT_TAGGER)
+    clip = None if _off(args.clip) else (args.clip or DEFAULT_CLIP)
     store = ImageStore(args.store, image_root=args.image_root) if args.store else None
     if clip is not None:
         clip = FeatureExtractionPipeline.load_model(clip)

@@ -18,30 +18,31 @@ from ..models.ram.openset import DEFAULT_CLIP as DEFAULT_OPEN_SET_CLIP
 from ..models.ram.tags import parse_tag_names
 from ..pipeline import pipeline
 from ..pipeline.feature_extraction import FeatureExtractionPipeline
+from ..utils.image_files import DEFAULT_MAX_IMAGE_PIXELS, check_pixel_budget, max_image_pixels, read_image_size
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 25_000_000     # a 24-megapixel photo passes, a 50-megapixel one is refused
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS   # the shared pixel budget: a 24-megapixel photo passes, 50 do not
 DEFAULT_TEMPLATE = "a photo of a {}"
 MAX_OPEN_SET_PIPELINES = 4          # open-set vocabularies kept built (their label embeddings)
 
 
-def check_image(path, max_pixels=DEFAULT_MAX_PIXELS):
-    """``path`` if it is an image PIL can read with at most ``max_pixels`` pixels, else a ``DataError`` naming
-    the file and the problem. Reads the header only: a huge image is refused before it is decoded."""
+def check_image(path, max_pixels=None):
+    """``path`` if it is a regular file holding an image PIL can read with at most ``max_pixels`` pixels (None: the
+    shared pixel budget, ``$MINDRAM_MAX_IMAGE_PIXELS`` or 25,000,000), else a ``DataError`` naming the file and
+    the problem. Reads the header only: a huge image is refused before it is decoded, a FIFO without blocking."""
     if path is None:
         raise DataError("no image: upload or paste one first")
     name = Path(path).name
     try:
-        with Image.open(path) as image:
-            width, height = image.size
+        width, height = read_image_size(path)
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise DataError(f"{name} is not an image this app can read ({type(e).__name__}); upload a JPEG, PNG, "
                         f"WebP, BMP, GIF or TIFF file") from e
-    if width * height > max_pixels:
-        raise DataError(f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over this app's limit "
-                        f"of {max_pixels / 1e6:g} megapixels; downscale it first (or start the app with a larger "
-                        f"--max_pixels)")
+    except DataError as e:   # not a regular file: the message names the full path, the page shows the name
+        raise DataError(str(e).replace(os.fspath(path), name)) from e
+    check_pixel_budget(width, height, name, max_pixels,
+                       hint="downscale it first (or start the app with a larger --max_pixels)")
     return path
 
 
@@ -75,23 +76,24 @@ class AppService:
         store: an :class:`~mindram.app.store.ImageStore`, or None (search is off).
         open_set_clip: the CLIP (a name, path or instance) that embeds open-set tags; None: the tagging pipeline's
             default (``clip_vit_b_16``), loaded on the first open-set request.
-        max_pixels: the largest image accepted (width x height).
+        max_pixels: the largest image accepted (width x height); None: the shared pixel budget
+            (``$MINDRAM_MAX_IMAGE_PIXELS`` or 25,000,000). The pipelines' image processors get the same budget.
         notice: Markdown shown at the top of the page (e.g. that the demo models are untrained).
         default_labels: the zero-shot tab's initial candidate labels.
     """
 
-    def __init__(self, tagger=None, clip=None, store=None, open_set_clip=None, max_pixels=DEFAULT_MAX_PIXELS,
+    def __init__(self, tagger=None, clip=None, store=None, open_set_clip=None, max_pixels=None,
                  notice="", default_labels="a dog, a cat, a car, a bird"):
-        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
-            raise ConfigError(f"max_pixels must be a positive int, got {max_pixels!r}")
-        self.max_pixels, self.notice, self.default_labels = max_pixels, notice, default_labels
+        self.max_pixels, self.notice, self.default_labels = max_image_pixels(max_pixels), notice, default_labels
+        budget = {"max_pixels": self.max_pixels}   # the processors refuse what check_image would
         self.store = store
         self._open_set_clip = DEFAULT_OPEN_SET_CLIP if open_set_clip is None else open_set_clip
         self._open_set_pipelines = collections.OrderedDict()
         self._lock = threading.Lock()
-        self.tagger = pipeline("image_tagging", model=tagger) if tagger is not None else None
-        self.classifier = pipeline("zero_shot_image_classification", model=clip) if clip is not None else None
-        self.features = pipeline("feature_extraction", model=clip) if clip is not None else None
+        self.tagger = pipeline("image_tagging", model=tagger, image_processor=budget) if tagger is not None else None
+        self.classifier = (pipeline("zero_shot_image_classification", model=clip, image_processor=budget)
+                           if clip is not None else None)
+        self.features = pipeline("feature_extraction", model=clip, image_processor=budget) if clip is not None else None
         if store is not None:
             if self.features is None:
                 raise ConfigError("--store needs a CLIP model (--clip) to embed the queries")
@@ -113,8 +115,8 @@ class AppService:
             if isinstance(self._open_set_clip, (str, os.PathLike)):  # loaded once, not for every vocabulary
                 self._open_set_clip = FeatureExtractionPipeline.load_model(self._open_set_clip)
             self._open_set_pipelines[key] = pipeline(
-                "image_tagging", model=self.tagger.model, open_set_tags=names, open_set_descriptions=descriptions,
-                open_set_clip_model=self._open_set_clip)
+                "image_tagging", model=self.tagger.model, image_processor=self.tagger.image_processor,
+                open_set_tags=names, open_set_descriptions=descriptions, open_set_clip_model=self._open_set_clip)
             while len(self._open_set_pipelines) > MAX_OPEN_SET_PIPELINES:
                 self._open_set_pipelines.popitem(last=False)
         self._open_set_pipelines.move_to_end(key)

@@ -4,11 +4,11 @@
 Image ids are paths: absolute ones are used as they are, relative ones (the export script's, relative to its
 ``--images`` folder) are looked up under ``image_root``.
 """
-import json
 import logging
 from pathlib import Path
 
 from ..embeddings import RetrievalIndex
+from ..embeddings.store import read_manifest
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class ImageStore:
 
     def __init__(self, path, image_root=None):
         self.export_dir = find_export(path)
-        manifest = json.loads((self.export_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_manifest(self.export_dir)   # checked: a corrupt manifest is a one-line DataError
         if manifest.get("kind") != "image":
             raise ConfigError(f"--store {self.export_dir} holds {manifest.get('kind')!r} embeddings; the search tab "
                               f"needs an image export (scripts/export_embeddings.py --images ...)")

@@ -13,6 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from ..errors import MindramError
+from ..utils.image_files import check_pixel_budget, open_regular_file
 from .service import DEFAULT_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,11 @@ def tag_label(tag):
 
 
 def thumbnail(path):
-    with Image.open(path) as image:
+    """A small RGB copy of a store image: a regular file (a FIFO does not block the page), within the pixel budget
+    once JPEG's draft mode has shrunk it."""
+    with open_regular_file(path) as f, Image.open(f) as image:
         image.draft("RGB", THUMBNAIL)
+        check_pixel_budget(image.width, image.height, Path(path).name)
         image = image.convert("RGB")
         image.thumbnail(THUMBNAIL)
         return image

@@ -107,12 +107,30 @@ class ONNXRuntimeCLIP:
         self.manifest = read_manifest(self.export_dir, fmt="onnx", verify=verify)
         if self.manifest.get("family") != "clip":
             raise ConfigError(f"{self.export_dir}: a {self.manifest.get('family')!r} export, expected a CLIP one")
+        self._check_clip_keys()
         self.config = CLIPConfig.from_dict(self.manifest["config"])
         self._records = {record["tower"]: (name, record) for name, record in self.manifest["graphs"].items()}
         self._session_options = (num_threads, memory_pattern, prepack)
         self.max_batch_tokens = max_batch_tokens
         self._lock = threading.Lock()
         self.graphs = {}   # tower -> ExportedGraph, opened at the tower's first use
+
+    def _check_clip_keys(self):
+        """The keys of a CLIP export this backend reads (read_manifest checks the common ones): one ``tower``
+        (image or text) per graph, each graph with an input and an output, ``config`` an object and
+        ``tokenizer.context_length`` a positive int; a one-line ConfigError naming export.json otherwise."""
+        where = self.export_dir / "export.json"
+        towers = [graph.get("tower") for graph in self.manifest["graphs"].values()]
+        if any(t not in ("image", "text") for t in towers) or len(set(towers)) != len(towers):
+            raise ConfigError(f"{where}: graph towers {towers}, expected 'image' and/or 'text', each once")
+        if any(not graph.get("inputs") or not graph.get("outputs") for graph in self.manifest["graphs"].values()):
+            raise ConfigError(f"{where}: every graph must list its inputs and outputs")
+        if not isinstance(self.manifest.get("config"), dict):
+            raise ConfigError(f"{where}: key 'config' must be the model config (an object)")
+        tokenizer = self.manifest.get("tokenizer")
+        length = tokenizer.get("context_length") if isinstance(tokenizer, dict) else None
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"{where}: tokenizer.context_length is {length!r:.40}, expected a positive int")
 
     @property
     def image_processor(self):

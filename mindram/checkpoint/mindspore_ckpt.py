@@ -15,12 +15,16 @@ The format (``mindspore/train/checkpoint.proto``, proto2)::
 ``save_checkpoint`` writes a tensor over 512 MiB as several consecutive values with the same tag and dims, each
 holding a slice of the content (in order), and ``crc_check=True`` appends ``crc_num`` and 10 bytes. String values
 (``append_dict`` metadata, ``tensor_type`` ``str``) are not weights and are left out. Map tensors and encrypted
-files are not read (a ``ValueError``; :mod:`mindram.models.modeling_utils` turns any into a ``CheckpointError``
-naming the file).
+files are not read. A malformed file is a :class:`~mindram.errors.CheckpointError` (a ``ValueError``);
+:mod:`mindram.models.modeling_utils` names the file in it.
 """
+import math
 from typing import NamedTuple, Tuple
 
 import numpy as np
+
+from mindram.checkpoint import limits
+from mindram.errors import CheckpointError
 
 
 # tensor_type → numpy dtype of its bytes; BFloat16 is widened to float32 (as the PyTorch reader does)
@@ -47,7 +51,7 @@ def _varint(f, end):
         if not byte & 0x80:
             return value
         shift += 7
-    raise ValueError(f"bad varint at offset {f.tell()}")
+    raise CheckpointError(f"bad varint at offset {f.tell()}")
 
 
 def _fields(f, end):
@@ -63,20 +67,20 @@ def _fields(f, end):
             length = _varint(f, end)
             start = f.tell()
             if start + length > end:
-                raise ValueError(f"a field of {length} bytes at offset {start} runs past the end of its message")
+                raise CheckpointError(f"a field of {length} bytes at offset {start} runs past the end of its message")
             yield key >> 3, wire, (start, length)
             f.seek(start + length)
         elif wire in (_FIXED64, _FIXED32):
             f.seek(f.tell() + (8 if wire == _FIXED64 else 4))
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire} at offset {f.tell()}")
+            raise CheckpointError(f"unsupported protobuf wire type {wire} at offset {f.tell()}")
 
 
 def _read(f, span):
     f.seek(span[0])
     data = f.read(span[1])
     if len(data) != span[1]:
-        raise ValueError(f"the file ends inside a field at offset {span[0]}")
+        raise CheckpointError(f"the file ends inside a field at offset {span[0]}")
     return data
 
 
@@ -93,11 +97,11 @@ def _tensor_proto(f, span):
             while f.tell() < value[0] + value[1]:
                 dims.append(_varint(f, value[0] + value[1]))
         elif field == 2 and wire == _BYTES:
-            tensor_type = _read(f, value).decode("utf-8")
+            tensor_type = _text(_read(f, value), f"the tensor_type at offset {value[0]}")
         elif field == 3 and wire == _BYTES:
             content = value
     if tensor_type is None or content is None:
-        raise ValueError(f"a tensor at offset {span[0]} has no tensor_type or tensor_content")
+        raise CheckpointError(f"a tensor at offset {span[0]} has no tensor_type or tensor_content")
     return dims, tensor_type, content
 
 
@@ -105,20 +109,31 @@ def _shape(name, dims, tensor_type, nbytes):
     """The tensor's shape from its dims, checked against its content size (``dims == [0]`` with one element's
     bytes is how MindSpore stores a 0-d tensor)."""
     if tensor_type not in DTYPES:
-        raise ValueError(f"tensor {name!r} has type {tensor_type!r}; readable types are {sorted(DTYPES)}")
+        raise CheckpointError(f"tensor {limits.shown(name)} has type {limits.shown(tensor_type)}; readable types are "
+                              f"{sorted(DTYPES)}")
     itemsize = np.dtype(DTYPES[tensor_type]).itemsize
     shape = tuple(int(d) for d in dims)
+    if len(shape) > 64 or any(d < 0 for d in shape):
+        raise CheckpointError(f"tensor {limits.shown(name)}: dims {limits.shown(list(dims))} are not at most 64 "
+                              "sizes >= 0")
     if shape == (0,) and nbytes == itemsize:
         shape = ()
-    if int(np.prod(shape)) * itemsize != nbytes:
-        raise ValueError(f"tensor {name!r}: dims {list(dims)} of {tensor_type} need "
-                         f"{int(np.prod(shape)) * itemsize} bytes, the file holds {nbytes}")
+    if math.prod(shape) * itemsize != nbytes:
+        raise CheckpointError(f"tensor {limits.shown(name)}: dims {limits.shown(list(dims))} of {tensor_type} need "
+                              f"{math.prod(shape) * itemsize} bytes, the file holds {nbytes}")
     return shape
+
+
+def _text(raw, what):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{what} is not UTF-8 text ({exc})") from None
 
 
 def read_index(path):
     """``{name: Entry}`` of every tensor in ``path``, in file order, from the framing alone (no tensor data is
-    read; the whole framing is walked, so a truncated file is an error). Raises ``ValueError``."""
+    read; the whole framing is walked, so a truncated file is an error). Raises :class:`CheckpointError`."""
     with open(path, "rb") as f:
         end = f.seek(0, 2)
         if end >= _CRC_TRAILER:
@@ -129,28 +144,28 @@ def read_index(path):
         parts, order = {}, []
         for field, wire, value_span in _fields(f, end):
             if field != 1 or wire != _BYTES:
-                raise ValueError(f"unexpected field {field} (wire type {wire}) in a Checkpoint message")
+                raise CheckpointError(f"unexpected field {field} (wire type {wire}) in a Checkpoint message")
             f.seek(value_span[0])   # _fields moves the file back past the value when it resumes
             tag, tensor = None, None
             for vfield, vwire, span in _fields(f, value_span[0] + value_span[1]):
                 if vfield == 1 and vwire == _BYTES:
-                    tag = _read(f, span).decode("utf-8")
+                    tag = _text(_read(f, span), f"the tag at offset {span[0]}")
                 elif vfield == 2 and vwire == _BYTES:
                     tensor = span
                 elif vfield == 3:
-                    raise ValueError("map tensors (MapParameter) are not supported")
+                    raise CheckpointError("map tensors (MapParameter) are not supported")
             if tag is None or tensor is None:
-                raise ValueError(f"a value at offset {value_span[0]} has no tag or tensor")
+                raise CheckpointError(f"a value at offset {value_span[0]} has no tag or tensor")
             dims, tensor_type, content = _tensor_proto(f, tensor)
             if tensor_type == "str":
                 continue
             if order and order[-1] == tag:   # a further slice of the previous tensor
                 first = parts[tag]
                 if (first[0], first[1]) != (dims, tensor_type):
-                    raise ValueError(f"tensor {tag!r} appears twice with different dims or types")
+                    raise CheckpointError(f"tensor {limits.shown(tag)} appears twice with different dims or types")
                 first[2].append(content)
             elif tag in parts:
-                raise ValueError(f"tensor {tag!r} appears twice")
+                raise CheckpointError(f"tensor {limits.shown(tag)} appears twice")
             else:
                 parts[tag] = (dims, tensor_type, [content])
                 order.append(tag)

@@ -8,10 +8,12 @@ Both checkpoint loading (:func:`mindram.models.modeling_utils.iter_checkpoint`) 
 (:func:`mindram.checkpoint.load_safetensors`) read through this module.
 """
 import json
+import math
 import os
 
 import numpy as np
 
+from mindram.checkpoint import limits
 from mindram.errors import CheckpointError
 
 DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
@@ -25,28 +27,61 @@ def numpy_dtype(name):
 
 
 def read_header(f, path):
-    """``(data_start, {name: entry})`` of the open file ``f`` (``__metadata__`` left out), every entry's dtype and
-    offsets checked against the file's size: a :class:`CheckpointError` naming ``path`` otherwise."""
+    """``(data_start, {name: entry})`` of the open file ``f`` (``__metadata__`` left out), every entry checked: a
+    dict with a supported ``dtype``, a ``shape`` of ints >= 0 and ``data_offsets`` ``[begin, end]`` inside the data,
+    ``end - begin`` the tensor's bytes, no two tensors overlapping; the header at most the metadata limit
+    (:mod:`mindram.checkpoint.limits`). A one-line :class:`CheckpointError` naming ``path`` (and the tensor)
+    otherwise. Entries come back as ``{"dtype": str, "shape": tuple, "data_offsets": (begin, end)}``."""
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
     head = f.read(8)
     length = int.from_bytes(head, "little") if len(head) == 8 else size
     if length > size - 8:
         raise CheckpointError(f"{path}: truncated or invalid safetensors header")
+    if length > (limit := limits.max_metadata_bytes()):
+        raise limits.over_metadata_limit(path, "the safetensors JSON header", length, limit)
     try:
         header = json.loads(f.read(length))
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: invalid safetensors JSON header ({exc})") from exc
-    header.pop("__metadata__", None)
-    for name, entry in header.items():
-        if entry.get("dtype") not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r} "
-                                  f"(supported: {', '.join(DTYPES)})")
-        begin, end = entry["data_offsets"]
-        nbytes = int(np.prod(entry["shape"], dtype=np.int64)) * np.dtype(DTYPES[entry["dtype"]]).itemsize
-        if begin < 0 or end - begin != nbytes or 8 + length + end > size:
-            raise CheckpointError(f"{path}: tensor {name!r} has inconsistent offsets {entry['data_offsets']}")
-    return 8 + length, header
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: invalid safetensors JSON header ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(header, dict) or not isinstance(header.pop("__metadata__", {}), dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object of tensors (with an optional "
+                              f"__metadata__ object)")
+    data_size = size - 8 - length
+    entries = {name: _check_entry(path, name, entry, data_size) for name, entry in header.items()}
+    spans = sorted((entry["data_offsets"], name) for name, entry in entries.items()
+                   if entry["data_offsets"][0] != entry["data_offsets"][1])
+    for (before, first), (after, second) in zip(spans, spans[1:]):
+        if after[0] < before[1]:
+            raise CheckpointError(f"{path}: tensors {limits.shown(first)} and {limits.shown(second)} overlap "
+                                  f"(data_offsets {list(before)} and {list(after)})")
+    return 8 + length, entries
+
+
+def _is_int(value):
+    return type(value) is int
+
+
+def _check_entry(path, name, entry, data_size):
+    where = f"{path}: tensor {limits.shown(name)}"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: expected a dict with dtype, shape and data_offsets, got "
+                              f"{type(entry).__name__}")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CheckpointError(f"{where} has unsupported dtype {limits.shown(dtype)} "
+                              f"(supported: {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(n) and n >= 0 for n in shape):
+        raise CheckpointError(f"{where}: shape {limits.shown(shape)} is not a list of at most 64 ints >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)):
+        raise CheckpointError(f"{where}: data_offsets {limits.shown(offsets)} is not a list of two ints")
+    begin, end = offsets
+    nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
+    if not 0 <= begin <= end <= data_size or end - begin != nbytes:
+        raise CheckpointError(f"{where}: data_offsets {offsets} do not hold its {nbytes} bytes inside the "
+                              f"{data_size} bytes of data")
+    return {"dtype": dtype, "shape": tuple(shape), "data_offsets": (begin, end)}
 
 
 def read_tensor(f, data_start, entry):

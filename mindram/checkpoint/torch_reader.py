@@ -17,12 +17,12 @@ bfloat16 tensors are returned as float32; every other dtype is kept (float16 sta
 """
 from __future__ import annotations
 
-import ast
 import collections
 import errno
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -33,8 +33,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mindram.checkpoint import safetensors_file
-from mindram.errors import CheckpointError, UnsafeCheckpointError
+from mindram.checkpoint import limits, safetensors_file
+from mindram.errors import CheckpointError, MindramError, UnsafeCheckpointError
+from mindram.utils.safe_pickle import pickle_hazard
 
 __all__ = ["load_torch_object", "load_torch_state_dict", "load_safetensors", "script_state_dict", "ScriptObject"]
 
@@ -191,29 +192,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _no_persistent(pid: Any) -> Any:
-    raise _Refused(f"unexpected persistent id {pid!r}")
+    raise _Refused(f"unexpected persistent id {limits.shown(pid)}")
 
 
-def _unpickle(path: str, source: bytes | Any, persistent_load: Callable[[Any], Any] = _no_persistent,
-              script: dict[str, dict] | None = None) -> Any:
-    """Run the restricted unpickler on ``source`` (bytes, or a file positioned at a pickle)."""
-    file = io.BytesIO(source) if isinstance(source, bytes) else source
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` of an error of the machinery, on one bounded line (messages may quote file bytes)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:300] + '...' if len(message) > 300 else message}"
+
+
+def _unpickle(path: str, data: bytes, persistent_load: Callable[[Any], Any] = _no_persistent,
+              script: dict[str, dict] | None = None, start: int = 0) -> tuple[Any, int]:
+    """``(object, offset after it)`` of the pickle at ``data[start:]``, read by the restricted unpickler once
+    :func:`pickle_hazard` finds nothing in it that would crash or exhaust the process."""
     try:
-        return _RestrictedUnpickler(file, persistent_load, script).load()
+        hazard = pickle_hazard(data, limits.MAX_DEPTH, start)
+    except ValueError:   # malformed where the walk stopped: the unpickler reports it, reaching nothing hazardous
+        hazard = None
+    if hazard:
+        raise CheckpointError(f"{path}: refused to unpickle, the checkpoint pickle holds {hazard}")
+    file = io.BytesIO(data)
+    file.seek(start)
+    try:
+        return _RestrictedUnpickler(file, persistent_load, script).load(), file.tell()
     except _Refused as exc:
         raise UnsafeCheckpointError(f"{path}: {exc}") from None
-    except CheckpointError:
+    except MindramError:
         raise
     except Exception as exc:  # malformed pickle: any error of the pickle machinery
-        raise CheckpointError(f"{path}: malformed checkpoint pickle ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: malformed checkpoint pickle ({_reason(exc)})") from exc
 
 
-def _check_pid(pid: Any) -> tuple[str, str, Any]:
-    """Validate ``('storage', storage_type, key, location, numel[, view])``; return (dtype, key, view)."""
-    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and isinstance(pid[4], int)
-            and isinstance(pid[1], _Marker) and pid[1].kind == "storage"):
-        raise _Refused(f"unexpected persistent id {pid!r}")
-    return pid[1].value, str(pid[2]), pid[5] if len(pid) == 6 else None
+def _check_pid(pid: Any) -> tuple[str, str, int, Any]:
+    """Validate ``('storage', storage_type, key, location, numel[, view])``; return (dtype, key, numel, view)."""
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and type(pid[4]) is int
+            and pid[4] >= 0 and isinstance(pid[1], _Marker) and pid[1].kind == "storage"
+            and isinstance(pid[2], (str, int))):
+        raise _Refused(f"unexpected persistent id {limits.shown(pid)}")
+    return pid[1].value, str(pid[2]), pid[4], pid[5] if len(pid) == 6 else None
 
 
 def _read_array(raw: bytes, dtype_name: str, byteorder: str = "little") -> np.ndarray:
@@ -232,7 +248,26 @@ def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return wide.view(np.float32)
 
 
-def _to_numpy(t: _Tensor) -> np.ndarray:
+class _Repeats:
+    """Bytes the tensors of one file materialise beyond the storages they view (stride-0 views, tensors sharing a
+    storage), charged before each copy is made: at most the file's size plus :func:`limits.max_repeated_bytes`."""
+
+    def __init__(self, file_size: int) -> None:
+        self.limit = limits.max_repeated_bytes()
+        self.allowed, self.used, self.extra = file_size + self.limit, {}, 0
+
+    def charge(self, storage: _Storage, nbytes: int) -> None:
+        have = storage.array().nbytes
+        before = self.used.get(id(storage), 0)
+        self.used[id(storage)] = after = before + nbytes
+        self.extra += max(0, after - have) - max(0, before - have)
+        if self.extra > self.allowed:
+            raise CheckpointError(f"its tensors repeat {self.extra} bytes of their storages (views with stride 0 or "
+                                  f"sharing a storage), over the file's size plus {self.limit} bytes (set "
+                                  f"${limits.REPEATED_ENV} to raise it for a file you trust)")
+
+
+def _to_numpy(t: _Tensor, repeats: _Repeats) -> np.ndarray:
     """Contiguous copy of tensor ``t`` (bounds-checked ``as_strided`` over its storage)."""
     base, dtype = t.storage.array(), np.dtype(_NP_DTYPES[t.dtype])
     if base.dtype.itemsize != dtype.itemsize:  # untyped (uint8) storage viewed by _rebuild_tensor_v3
@@ -242,46 +277,103 @@ def _to_numpy(t: _Tensor) -> np.ndarray:
     size, stride, offset = t.size, t.stride, t.offset
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
             and all(type(v) is int and v >= 0 for v in size + stride + (offset,))):
-        raise CheckpointError(f"invalid tensor geometry size={size!r} stride={stride!r} offset={offset!r}")
+        raise CheckpointError(f"invalid tensor geometry size={limits.shown(size)} stride={limits.shown(stride)} "
+                              f"offset={limits.shown(offset)}")
+    if len(size) > 64:
+        raise CheckpointError(f"tensor of {len(size)} dimensions (numpy reads at most 64)")
     if 0 in size:
         out = np.empty(size, dtype)
     else:
         if offset + sum((n - 1) * s for n, s in zip(size, stride)) >= base.size:
             raise CheckpointError(f"tensor size={size} stride={stride} offset={offset} exceeds its storage "
                                   f"of {base.size} elements")
-        strides = [s * dtype.itemsize for s in stride]
+        repeats.charge(t.storage, math.prod(size) * dtype.itemsize)
+        strides = [s * dtype.itemsize if n > 1 else dtype.itemsize for n, s in zip(size, stride)]
         out = np.lib.stride_tricks.as_strided(base[offset:], shape=size, strides=strides, writeable=False).copy()
     return _bf16_to_f32(out) if t.dtype == "bfloat16" else out
 
 
-def _materialize(obj: Any, done: dict[int, Any], seen: set[int]) -> Any:
+class _Walk:
+    """State of one :func:`_materialize` walk: converted objects, visited containers, the repeated-bytes budget."""
+
+    def __init__(self, repeats: _Repeats) -> None:
+        self.done: dict[int, Any] = {}
+        self.seen: set[int] = set()
+        self.repeats = repeats
+
+
+def _materialize(obj: Any, walk: _Walk, depth: int = 0) -> Any:
     """Replace every pending tensor of the unpickled tree by a numpy array (dicts/lists updated in place)."""
-    if id(obj) in done:
-        return done[id(obj)]
+    if id(obj) in walk.done:
+        return walk.done[id(obj)]
+    if depth > limits.MAX_DEPTH and isinstance(obj, (tuple, dict, list, ScriptObject)):
+        raise CheckpointError(f"containers nested deeper than {limits.MAX_DEPTH} levels")
     if isinstance(obj, _Tensor):
-        done[id(obj)] = _to_numpy(obj)
+        walk.done[id(obj)] = _to_numpy(obj, walk.repeats)
     elif isinstance(obj, tuple):
-        done[id(obj)] = tuple(_materialize(v, done, seen) for v in obj)
-    elif isinstance(obj, (dict, list, ScriptObject)) and id(obj) not in seen:
-        seen.add(id(obj))
+        walk.done[id(obj)] = tuple(_materialize(v, walk, depth + 1) for v in obj)
+    elif isinstance(obj, (dict, list, ScriptObject)) and id(obj) not in walk.seen:
+        walk.seen.add(id(obj))
         if isinstance(obj, dict):
             for key in list(obj):
-                obj[key] = _materialize(obj[key], done, seen)
+                obj[key] = _materialize(obj[key], walk, depth + 1)
         elif isinstance(obj, list):
-            obj[:] = [_materialize(v, done, seen) for v in obj]
+            obj[:] = [_materialize(v, walk, depth + 1) for v in obj]
         else:
-            obj.state, obj.args = _materialize(obj.state, done, seen), _materialize(obj.args, done, seen)
-    return done.get(id(obj), obj)
+            obj.state, obj.args = _materialize(obj.state, walk, depth + 1), _materialize(obj.args, walk, depth + 1)
+    return walk.done.get(id(obj), obj)
 
 
 def _finish(path: str, obj: Any) -> Any:
+    walk = _Walk(_Repeats(os.path.getsize(path)))
     try:
-        return _materialize(obj, {}, set())
+        return _materialize(obj, walk)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:   # numpy refusing a geometry the checks let through
+        raise CheckpointError(f"{path}: unreadable tensor ({_reason(exc)})") from exc
 
 
-def _parse_script_classes(zf: zipfile.ZipFile, prefix: str) -> dict[str, dict]:
+def _read_member(zf: zipfile.ZipFile, path: str, name: str, size: int | None = None) -> bytes:
+    """The bytes of member ``name``: exactly ``size`` when given (what the metadata says it holds: its declared
+    size must agree), else at most the metadata limit. The declared size is checked before anything is inflated,
+    and inflating is bounded by it (a member that inflates to more or fewer bytes than declared is corrupt)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: archive member {name} is missing") from None
+    if size is None:
+        if info.file_size > (limit := limits.max_metadata_bytes()):
+            raise limits.over_metadata_limit(path, f"archive member {name}", info.file_size, limit)
+        size = info.file_size
+    elif info.file_size != size:
+        raise CheckpointError(f"{path}: archive member {name} declares {info.file_size} bytes, its storage "
+                              f"needs {size} bytes")
+    with zf.open(info) as member:
+        data = member.read(size + 1)
+    if len(data) != size:
+        raise CheckpointError(f"{path}: archive member {name} holds {len(data)} bytes, its entry declares {size}")
+    return data
+
+
+_DECLARATION = re.compile(r"\s+__(parameters|buffers)__ = ")
+_NAME_LIST = re.compile(r'\[\s*(?:"[^"\\\n]*"\s*,\s*)*(?:"[^"\\\n]*"\s*)?\]\s*')
+
+
+def _declared_names(path: str, member: str, number: int, line: str, match: re.Match) -> list[str]:
+    """The names of a ``__parameters__``/``__buffers__`` declaration: a bounded, flat list of quoted names only
+    (never given to a Python parser)."""
+    where = f"{path}: {member} line {number}: __{match[1]}__"
+    if len(line) > limits.MAX_DECLARATION_CHARS:
+        raise CheckpointError(f"{where} declaration of {len(line)} characters, over the "
+                              f"{limits.MAX_DECLARATION_CHARS}-character limit")
+    value = line[match.end():]
+    if not _NAME_LIST.fullmatch(value):
+        raise CheckpointError(f"{where} is not a list of quoted names: {limits.shown(value)}")
+    return re.findall(r'"([^"]*)"', value)
+
+
+def _parse_script_classes(zf: zipfile.ZipFile, path: str, prefix: str) -> dict[str, dict]:
     """Read (as text, never executed) class headers and parameter/buffer lists from ``code/*.py``."""
     classes: dict[str, dict] = {}
     code_dir = prefix + "code/"
@@ -289,12 +381,13 @@ def _parse_script_classes(zf: zipfile.ZipFile, prefix: str) -> dict[str, dict]:
         if not (name.startswith(code_dir) and name.endswith(".py")):
             continue
         module, current = name[len(code_dir):-3].replace("/", "."), None
-        for line in zf.read(name).decode("utf-8", "replace").splitlines():
+        text = _read_member(zf, path, name).decode("utf-8", "replace")
+        for number, line in enumerate(text.splitlines(), 1):
             match = re.match(r"class (\w+)\((\w*)", line)
             if match:
                 current = classes[f"{module}.{match[1]}"] = {"is_module": match[2] == "Module"}
-            elif current is not None and (match := re.match(r"\s+__(parameters|buffers)__ = (\[.*\])\s*$", line)):
-                current[match[1]] = [str(v) for v in ast.literal_eval(match[2])]
+            elif current is not None and (match := _DECLARATION.match(line)):
+                current[match[1]] = _declared_names(path, name, number, line, match)
     return classes
 
 
@@ -310,62 +403,90 @@ def _load_zip(path: str) -> Any:
             prefix = pickles[0][:-len("data.pkl")]
             byteorder = "little"
             if prefix + "byteorder" in names:
-                byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+                byteorder = _read_member(zf, path, prefix + "byteorder").decode("ascii", "replace").strip()
                 if byteorder not in ("little", "big"):
-                    raise CheckpointError(f"{path}: unknown byteorder record {byteorder!r}")
+                    raise CheckpointError(f"{path}: unknown byteorder record {limits.shown(byteorder)}")
             is_script = prefix + "constants.pkl" in names or any(n.startswith(prefix + "code/") for n in names)
             storages: dict[str, _Storage] = {}
 
             def persistent_load(pid: Any) -> _Storage:
-                dtype, key, _view = _check_pid(pid)
+                dtype, key, numel, _view = _check_pid(pid)
                 if key not in storages:
-                    data = _read_array(zf.read(f"{prefix}data/{key}"), dtype, byteorder)
+                    nbytes = numel * np.dtype(_NP_DTYPES[dtype]).itemsize
+                    data = _read_array(_read_member(zf, path, f"{prefix}data/{key}", nbytes), dtype, byteorder)
                     storages[key] = _Storage(dtype, data)
                 return storages[key]
 
-            script = _parse_script_classes(zf, prefix) if is_script else None
-            obj = _unpickle(path, zf.read(pickles[0]), persistent_load, script)
+            script = _parse_script_classes(zf, path, prefix) if is_script else None
+            obj, _ = _unpickle(path, _read_member(zf, path, pickles[0]), persistent_load, script)
             logger.debug("%s: %s archive, %d storages", path, "TorchScript" if is_script else "torch.save",
                          len(storages))
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, SyntaxError, ValueError,
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, ValueError, RuntimeError,
             OSError) as exc:
-        if isinstance(exc, CheckpointError) or (isinstance(exc, OSError) and exc.errno != errno.EINVAL):
+        if isinstance(exc, MindramError) or (isinstance(exc, OSError) and exc.errno != errno.EINVAL):
             raise  # EINVAL: a seek to a negative offset read from a corrupt directory; other OS errors are real
-        raise CheckpointError(f"{path}: corrupt or truncated zip archive ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: corrupt or truncated zip archive ({_reason(exc)})") from exc
     return _finish(path, obj)
+
+
+def _legacy_pickles(path: str, f: Any, persistent_load: Callable[[Any], Any]) -> tuple[Any, Any, list]:
+    """``(sys info, object, storage keys)`` of a legacy file after its magic and protocol records; the five pickles
+    are read from the file's first :func:`limits.max_metadata_bytes` bytes, and ``f`` is left where they end."""
+    limit = limits.max_metadata_bytes()
+    raw, end = f.read(limit), 0
+
+    def load(loader: Callable[[Any], Any] = _no_persistent) -> Any:
+        nonlocal end
+        try:
+            obj, end = _unpickle(path, raw, loader, start=end)
+            return obj
+        except CheckpointError as exc:
+            truncated = isinstance(exc.__cause__, EOFError) or "truncated" in str(exc)
+            if len(raw) == limit and truncated and os.fstat(f.fileno()).st_size > limit:   # ran into the bound
+                raise limits.over_metadata_limit(path, "the legacy pickles", f"more than {limit}", limit) from None
+            raise
+
+    if load() != _LEGACY_MAGIC:
+        raise CheckpointError(f"{path}: pickle file is not a torch checkpoint "
+                              f"(accepted formats: {', '.join(ACCEPTED_FORMATS)})")
+    if (protocol := load()) != _LEGACY_PROTOCOL:
+        raise CheckpointError(f"{path}: unsupported legacy protocol version {limits.shown(protocol)}")
+    sys_info, obj, keys = load(), load(persistent_load), load()
+    f.seek(end)
+    return sys_info, obj, keys
 
 
 def _load_legacy(path: str) -> Any:
     """Load a legacy (pre-1.6) ``torch.save`` file: magic, protocol, sys info, object, keys, raw storages."""
+    storages: dict[str, _Storage] = {}
+
+    def persistent_load(pid: Any) -> _Storage:
+        dtype, key, _numel, view = _check_pid(pid)
+        if view is not None:
+            raise CheckpointError(f"{path}: storage views (torch<0.4 files) are not supported")
+        return storages.setdefault(key, _Storage(dtype))
+
     with open(path, "rb") as f:
-        if _unpickle(path, f) != _LEGACY_MAGIC:
-            raise CheckpointError(f"{path}: pickle file is not a torch checkpoint "
-                                  f"(accepted formats: {', '.join(ACCEPTED_FORMATS)})")
-        if (protocol := _unpickle(path, f)) != _LEGACY_PROTOCOL:
-            raise CheckpointError(f"{path}: unsupported legacy protocol version {protocol!r}")
-        sys_info = _unpickle(path, f)
+        sys_info, obj, keys = _legacy_pickles(path, f, persistent_load)
         big = isinstance(sys_info, dict) and not sys_info.get("little_endian", True)
-        storages: dict[str, _Storage] = {}
-
-        def persistent_load(pid: Any) -> _Storage:
-            dtype, key, view = _check_pid(pid)
-            if view is not None:
-                raise CheckpointError(f"{path}: storage views (torch<0.4 files) are not supported")
-            return storages.setdefault(key, _Storage(dtype))
-
-        obj = _unpickle(path, f, persistent_load)
-        keys = _unpickle(path, f)
         if not isinstance(keys, list):
             raise CheckpointError(f"{path}: malformed legacy checkpoint (storage key list missing)")
+        size = os.fstat(f.fileno()).st_size
         for key in keys:
-            storage = storages.get(str(key))
+            storage = storages.get(str(key)) if isinstance(key, (str, int)) else None
             if storage is None:
-                raise CheckpointError(f"{path}: legacy checkpoint lists unknown storage {key!r}")
-            head, itemsize = f.read(8), np.dtype(_NP_DTYPES[storage.dtype]).itemsize
-            numel = struct.unpack(">q" if big else "<q", head)[0] if len(head) == 8 else -1
-            raw = f.read(numel * itemsize) if numel >= 0 else b""
-            if numel < 0 or len(raw) != numel * itemsize:
-                raise CheckpointError(f"{path}: truncated legacy checkpoint (storage {key!r})")
+                raise CheckpointError(f"{path}: legacy checkpoint lists unknown storage {limits.shown(key)}")
+            head, itemsize, name = f.read(8), np.dtype(_NP_DTYPES[storage.dtype]).itemsize, limits.shown(key)
+            if len(head) != 8:
+                raise CheckpointError(f"{path}: truncated legacy checkpoint (storage {name} has no length record)")
+            numel = struct.unpack(">q" if big else "<q", head)[0]
+            left = size - f.tell()
+            if not 0 <= numel * itemsize <= left:
+                raise CheckpointError(f"{path}: legacy storage {name} declares {numel} {storage.dtype} elements "
+                                      f"({numel * itemsize} bytes), but {left} bytes follow in the file")
+            raw = f.read(numel * itemsize)
+            if len(raw) != numel * itemsize:
+                raise CheckpointError(f"{path}: truncated legacy checkpoint (storage {name})")
             storage.data = _read_array(raw, storage.dtype, "big" if big else "little")
     return _finish(path, obj)
 
@@ -412,14 +533,28 @@ def script_state_dict(module: ScriptObject, prefix: str = "") -> dict[str, np.nd
 
     Per module: declared parameters, then buffers (every tensor attribute if the class is undeclared), then
     submodules, recursively with dotted prefixes. Non-tensor attributes (ints, bools) are never included.
+    A module that contains itself, a tree nested deeper than ``limits.MAX_DEPTH`` modules or one with over
+    ``limits.MAX_SCRIPT_MODULES`` module paths (shared submodules count once per path) is a CheckpointError.
     """
+    out: dict[str, np.ndarray] = {}
+    _flatten_script(module, prefix, (), [0], out)
+    return out
+
+
+def _flatten_script(module: ScriptObject, prefix: str, within: tuple[int, ...], visits: list[int],
+                    out: dict[str, np.ndarray]) -> None:
+    visits[0] += 1
+    if id(module) in within or len(within) > limits.MAX_DEPTH or visits[0] > limits.MAX_SCRIPT_MODULES:
+        problem = ("contains itself" if id(module) in within else
+                   f"is nested deeper than {limits.MAX_DEPTH} modules" if len(within) > limits.MAX_DEPTH else
+                   f"is one of over {limits.MAX_SCRIPT_MODULES} module paths")
+        raise CheckpointError(f"TorchScript module {limits.shown(prefix[:-1])} {problem}")
     state = module.state if isinstance(module.state, dict) else {}
     names = list(state) if module.parameters is None else module.parameters + (module.buffers or [])
-    out = {prefix + name: state[name] for name in names if isinstance(state.get(name), np.ndarray)}
+    out.update({f"{prefix}{name}": state[name] for name in names if isinstance(state.get(name), np.ndarray)})
     for name, value in state.items():
         if isinstance(value, ScriptObject) and value.is_module is not False:
-            out.update(script_state_dict(value, f"{prefix}{name}."))
-    return out
+            _flatten_script(value, f"{prefix}{name}.", within + (id(module),), visits, out)
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -432,7 +567,10 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     obj = load_torch_object(path)
     if isinstance(obj, ScriptObject):
-        tensors = script_state_dict(obj)
+        try:
+            tensors = script_state_dict(obj)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
     else:
         for _ in range(8):
             inner = next((obj[k] for k in ("state_dict", "model", "module")
@@ -441,7 +579,7 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 break
             obj = inner
         items = obj.items() if isinstance(obj, dict) else ()
-        tensors = {str(k): v for k, v in items if isinstance(v, np.ndarray)}
+        tensors = {str(k): v for k, v in items if isinstance(v, np.ndarray) and isinstance(k, (str, int))}
     if not tensors:
         raise CheckpointError(f"{path}: no tensors found (top-level object: {type(obj).__name__})")
     if all(k.startswith("module.") for k in tensors):

@@ -9,32 +9,34 @@ tokenise in workers, seeded shuffling, exact mid-epoch resume; an unreadable ima
 in training and flagged ``readable=False`` for evaluation, which leaves it out); :func:`build_tagging_dataset`
 (the same machinery with multi-hot ``labels``).
 """
-from .base import DataStats, Record, RecordSource
-from .builder import build_clip_dataset, output_columns
-from .caption_table import CaptionTable
-from .cifar import Cifar100
-from .coco_karpathy import CocoKarpathy
-from .flickr8k import Flickr8k
-from .image_folder import ImageFolder
-from ..utils.safe_pickle import UnsafePickleError, load_restricted_pickle
-from .sampler import ResumableSampler, shard_pipelines, steps_per_epoch
-from .synthetic import SyntheticCaptions
-from .tagging import RAMTaggingJson, SyntheticTags, TaggingAnnotations, build_tagging_dataset
-from .transforms import EvalTransform, TrainTransform
-from .laion_filelist import LaionFileList
-from .webdataset import WebDataset
+from ..utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "DataStats": ".base", "Record": ".base", "RecordSource": ".base",
+    "build_clip_dataset": ".builder", "output_columns": ".builder",
+    "CaptionTable": ".caption_table", "Cifar100": ".cifar", "CocoKarpathy": ".coco_karpathy", "Flickr8k": ".flickr8k",
+    "ImageFolder": ".image_folder", "UnsafePickleError": "..utils.safe_pickle",
+    "load_restricted_pickle": "..utils.safe_pickle",
+    "ResumableSampler": ".sampler", "shard_pipelines": ".sampler", "steps_per_epoch": ".sampler",
+    "SyntheticCaptions": ".synthetic",
+    "RAMTaggingJson": ".tagging", "SyntheticTags": ".tagging", "TaggingAnnotations": ".tagging",
+    "build_tagging_dataset": ".tagging",
+    "EvalTransform": ".transforms", "TrainTransform": ".transforms",
+    "LaionFileList": ".laion_filelist", "WebDataset": ".webdataset",
+}
+_lazy_getattr, __dir__ = lazy_exports(__name__, {**_EXPORTS, "DATASETS": None})
 
 #: name -> source class (the registry wires these as MindFormerModuleType.DATASET).
-DATASETS = {
-    "flickr8k": Flickr8k,
-    "cifar100": Cifar100,
-    "coco_karpathy": CocoKarpathy,
-    "caption_table": CaptionTable,
-    "image_folder": ImageFolder,
-    "synthetic_captions": SyntheticCaptions,
-    "ram_tagging_json": RAMTaggingJson,
-    "tagging_annotations": TaggingAnnotations,
-    "synthetic_tags": SyntheticTags,
+DATASET_NAMES = {
+    "flickr8k": "Flickr8k",
+    "cifar100": "Cifar100",
+    "coco_karpathy": "CocoKarpathy",
+    "caption_table": "CaptionTable",
+    "image_folder": "ImageFolder",
+    "synthetic_captions": "SyntheticCaptions",
+    "ram_tagging_json": "RAMTaggingJson",
+    "tagging_annotations": "TaggingAnnotations",
+    "synthetic_tags": "SyntheticTags",
 }
 
 __all__ = ["DATASETS", "CaptionTable", "Cifar100", "CocoKarpathy", "DataStats", "EvalTransform", "Flickr8k",
@@ -42,10 +44,19 @@ __all__ = ["DATASETS", "CaptionTable", "Cifar100", "CocoKarpathy", "DataStats", 
            "SyntheticTags", "TaggingAnnotations", "TrainTransform", "UnsafePickleError", "WebDataset", "LaionFileList", "build_clip_dataset",
            "build_tagging_dataset", "load_restricted_pickle", "output_columns", "shard_pipelines", "steps_per_epoch"]
 
-from ..registry import MindFormerModuleType, MindFormerRegister  # noqa: E402
 
-for _name, _cls in DATASETS.items():
-    MindFormerRegister.register_cls(_cls, MindFormerModuleType.DATASET, alias=_name)
-# not a record source (no random access): streamed by build_webdataset_pipeline, training only
-MindFormerRegister.register_cls(WebDataset, MindFormerModuleType.DATASET, alias="webdataset")
-MindFormerRegister.register_cls(LaionFileList, MindFormerModuleType.DATASET, alias="laion_filelist")
+def __getattr__(name):
+    if name == "DATASETS":   # {name: source class}, imported at first use
+        globals()["DATASETS"] = {alias: _lazy_getattr(cls) for alias, cls in DATASET_NAMES.items()}
+        return globals()["DATASETS"]
+    return _lazy_getattr(name)
+
+
+def register():
+    """Register the dataset classes under their names and aliases (the registry calls this before its first
+    lookup). Streamed sources (WebDataset, LaionFileList: no random access) are training-only."""
+    from ..registry import MindFormerModuleType, MindFormerRegister  # pylint: disable=import-outside-toplevel
+    for alias, cls in DATASET_NAMES.items():
+        MindFormerRegister.register_cls(__getattr__(cls), MindFormerModuleType.DATASET, alias=alias)
+    MindFormerRegister.register_cls(__getattr__("WebDataset"), MindFormerModuleType.DATASET, alias="webdataset")
+    MindFormerRegister.register_cls(__getattr__("LaionFileList"), MindFormerModuleType.DATASET, alias="laion_filelist")

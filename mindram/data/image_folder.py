@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..errors import ConfigError, DataError
+from ..utils.image_files import leaves_folder, list_image_files
 from .base import IMAGE_EXTENSIONS, RecordSource
 
 logger = logging.getLogger(__name__)
@@ -20,15 +21,20 @@ class ImageFolder(RecordSource):
         class_names: display names in sorted-folder order; default: folder names with ``_`` -> space.
         caption_template: caption of every record, formatted with its class name.
         extensions: image file suffixes (case-insensitive) to include; sub-folders are searched recursively.
+        follow_symlinks: also list symbolic links (class folders, files, folders) that lead out of ``root``; by
+            default (False) the listing does not leave ``root``: such a link is skipped with a warning naming it
+            (docs/limits.md#folders-and-symbolic-links).
     """
 
     def __init__(self, root: Union[str, os.PathLike], class_names: Optional[Sequence[str]] = None,
-                 caption_template: str = "a photo of a {}.", extensions: Sequence[str] = IMAGE_EXTENSIONS):
+                 caption_template: str = "a photo of a {}.", extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                 follow_symlinks: bool = False):
         super().__init__()
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist (expected {self.root}/<class>/<image>)")
-        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and (follow_symlinks or not self._leaves_root(p)))
         if not folders:
             raise DataError(f"image folder {self.root} has no class sub-folders (expected one folder of images per "
                             f"class: {self.root}/<class>/<image>)")
@@ -42,7 +48,7 @@ class ImageFolder(RecordSource):
         self.caption_template = caption_template
         exts = tuple(e.lower() for e in extensions)
         for label, folder in enumerate(folders):
-            files = sorted(p for p in (self.root / folder).rglob("*") if p.suffix.lower() in exts and p.is_file())
+            files = list_image_files(self.root / folder, exts, within=self.root, follow_symlinks=follow_symlinks)
             if not files:
                 logger.warning("class folder %s has no image files", self.root / folder)
             caption = caption_template.format(self.class_names[label])
@@ -51,3 +57,9 @@ class ImageFolder(RecordSource):
             raise DataError(f"image folder {self.root}: no files with suffix in {list(exts)} in its class folders "
                             f"{folders[:5]}{' ...' if len(folders) > 5 else ''}")
         logger.info("image folder %s: %d images, %d classes", self.root, len(self), len(folders))
+
+    def _leaves_root(self, folder: Path) -> bool:
+        target = leaves_folder(folder, os.path.realpath(self.root)) if folder.is_symlink() else None
+        if target is not None:
+            logger.warning("skipping %s: a symbolic link to %s, outside the folder %s", folder, target, self.root)
+        return target is not None

@@ -4,7 +4,12 @@ A shard is a tar file whose members are grouped into samples by *key* (the membe
 basename): ``000123.jpg`` + ``000123.txt`` is one sample. The image member is the first of ``image_key``
 (``jpg;png;jpeg;webp``) present, the caption the first of ``caption_key`` (``txt;text``). ``sizes.json`` beside
 the shards (``{"00000.tar": 10000, ...}``, written by ``scripts/make_shards.py``; open_clip reads the same file)
-gives the sample counts; without it the shards are counted once by reading their tar headers.
+gives the sample counts; without it the shards are counted once from their tar headers (no payload is read).
+``sizes.json`` must be a mapping of shard names to ints >= 0, each no larger than its shard can hold by its size
+on disk; a shard read to its end that holds another count is a DataError naming the entry.
+
+Bounds (:mod:`.tar_shard`): plain, gzip, bzip2 and xz shards; only the image and caption members are read, each
+at most ``max_member_bytes`` (64 MiB); a larger member (or header) ends the reading of its shard.
 
 Streaming, bounded memory: shards are read sequentially in tar stream mode; only the members of the current
 sample are held, and the pipeline's queues are bounded; no per-sample index is built, whatever the shard count.
@@ -22,7 +27,9 @@ tar order (there is no sample-level shuffle buffer); without, shard order. Augme
 
 Corrupt members: a sample whose image cannot be decoded (or that lacks an image or a caption) is skipped, logged
 once and counted in ``source.stats`` (``num_bad``); the reader takes the next readable sample instead (wrapping to
-the rank's first shard at the end), so that every epoch keeps its number of steps.
+the rank's first shard at the end), so that every epoch keeps its number of steps. A corrupt shard (truncated,
+bad header checksum, corrupt compressed stream, oversized member) is read up to its defect; its rest is skipped,
+logged once and counted as one item (key ``-1 - shard``). Each epoch ends with one line counting what it skipped.
 
 Resume (``start_epoch``, ``start_step``): the reader skips ``start_step * batch_size`` samples of the epoch's
 stream — whole shards by their sizes without opening them, then the members of the shard it lands in without
@@ -33,7 +40,6 @@ import io
 import json
 import logging
 import re
-import tarfile
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -42,10 +48,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, DataError
+from ..utils.image_files import decode_checked
 from ..models.clip.tokenizer import tokenize
 from ..utils.validation import check_int
 from .base import DataStats
 from .sampler import current_shard, steps_per_epoch
+from .tar_shard import MAX_MEMBER_BYTES, iter_tar_samples, max_tar_samples
 from .transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
@@ -82,29 +90,12 @@ def expand_urls(urls) -> List[Path]:
     return [Path(p) for p in paths]
 
 
-def _split_key(name: str) -> Tuple[str, str]:
-    """``dir/000123.jpg`` → ``("dir/000123", "jpg")`` (webdataset: the extension starts at the basename's first dot)."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
-
-
-def read_samples(path: Path) -> Iterator[Tuple[str, Dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` of each sample of tar shard ``path``, streamed (tar stream mode)."""
-    key, members = None, {}
-    with tarfile.open(path, mode="r|*") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            name_key, ext = _split_key(info.name)
-            if name_key != key and key is not None:
-                yield key, members
-                members = {}
-            key = name_key
-            handle = tar.extractfile(info)
-            members[ext] = handle.read() if handle is not None else b""
-    if key is not None:
-        yield key, members
+def read_samples(path: Path, extensions=None, max_member_bytes: int = MAX_MEMBER_BYTES,
+                 skip: int = 0) -> Iterator[Tuple[str, Dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` of each sample of tar shard ``path`` (see :mod:`.tar_shard`: members of
+    ``extensions`` only, each at most ``max_member_bytes``; the first ``skip`` samples passed over by their
+    headers); a corrupt shard raises DataError after the samples before the defect."""
+    return iter_tar_samples(path, extensions, max_member_bytes, skip)
 
 
 class WebDataset:
@@ -114,6 +105,9 @@ class WebDataset:
         urls: shard paths, e.g. ``/data/laion/{00000..01023}.tar`` (also ``a.tar::b.tar`` or a list).
         image_key, caption_key: ``;``-separated member extensions of the image and the caption (open_clip's
             ``jpg;png;jpeg;webp`` and ``txt``).
+        max_member_bytes: the largest member (and tar header) read, default 64 MiB; a larger one ends the
+            reading of its shard, which is skipped from there on (logged, counted). Raise it for shards you
+            trust.
     """
 
     streaming = True
@@ -121,12 +115,14 @@ class WebDataset:
     class_names = None
     split = "train"
 
-    def __init__(self, urls, image_key: str = "jpg;png;jpeg;webp", caption_key: str = "txt;text"):
+    def __init__(self, urls, image_key: str = "jpg;png;jpeg;webp", caption_key: str = "txt;text",
+                 max_member_bytes: int = MAX_MEMBER_BYTES):
         self.image_keys = [k.strip().lower() for k in str(image_key).split(";") if k.strip()]
         self.caption_keys = [k.strip().lower() for k in str(caption_key).split(";") if k.strip()]
         if not self.image_keys or not self.caption_keys:
             raise ConfigError(f"webdataset: image_key {image_key!r} / caption_key {caption_key!r}: expected "
                               f"';'-separated extensions")
+        self.max_member_bytes = check_int(max_member_bytes, "webdataset max_member_bytes", 1)
         self._use_shards(expand_urls(urls), "webdataset")
 
     def _use_shards(self, shards: List[Path], what: str) -> None:
@@ -138,7 +134,43 @@ class WebDataset:
         self.sizes = self._read_sizes()
         self.stats = DataStats()
 
-    read_samples = staticmethod(read_samples)  # a shard → (key, {extension: bytes}); other formats override it
+    def shard_samples(self, path: Path, skip: int = 0,
+                      read: bool = True) -> Iterator[Tuple[str, Dict[str, bytes]]]:
+        """``(key, {extension: bytes})`` of the samples of one shard after the first ``skip`` (passed over by
+        their headers), the image and caption members read unless ``read`` is False (counting: empty bytes);
+        DataError at a defect of the shard, after the samples before it. Other formats override it."""
+        return read_samples(path, self.image_keys + self.caption_keys if read else (), self.max_member_bytes,
+                            skip)
+
+    def max_samples(self, path: Path) -> Optional[int]:
+        """The most samples a shard can hold by its size on disk (None: no useful bound)."""
+        return max_tar_samples(path)
+
+    def _read_table(self, table_file: Path) -> Dict[str, int]:
+        """``sizes.json`` beside the shards: ``{shard name: sample count}`` ({} when there is none)."""
+        if not table_file.is_file():
+            return {}
+        try:
+            table = json.loads(table_file.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise DataError(f"{table_file}: not a JSON mapping of shard name to sample count ({e})") from e
+        if not isinstance(table, dict):
+            raise DataError(f"{table_file}: a JSON {type(table).__name__}, expected a mapping of shard name to "
+                            "sample count such as {\"00000.tar\": 10000}")
+        for name, size in table.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise DataError(f"{table_file}: {name!r}: {size!r:.40} is not a sample count (an int >= 0)")
+        return table
+
+    def _count(self, shard: Path) -> int:
+        logger.info("%s has no %s entry: counting its samples", shard, SIZES_FILE)
+        count = 0
+        try:
+            for count, _ in enumerate(self.shard_samples(shard, read=False), 1):
+                pass
+        except DataError as e:
+            logger.warning("%s; counting %d sample(s) before it (training skips the rest)", e, count)
+        return count
 
     def _read_sizes(self) -> List[int]:
         found: Dict[Path, Dict[str, int]] = {}
@@ -146,16 +178,17 @@ class WebDataset:
         for shard in self.shards:
             table_file = shard.parent / SIZES_FILE
             if table_file not in found:
-                try:
-                    found[table_file] = json.loads(table_file.read_text(encoding="utf-8")) \
-                        if table_file.is_file() else {}
-                except ValueError as e:
-                    raise DataError(f"{table_file}: not a JSON mapping of shard name to sample count ({e})") from e
+                found[table_file] = self._read_table(table_file)
             size = found[table_file].get(shard.name)
             if size is None:
-                logger.info("%s has no %s entry: counting its samples", shard, SIZES_FILE)
-                size = sum(1 for _ in self.read_samples(shard))
-            sizes.append(check_int(size, f"{table_file}: {shard.name}", 0))
+                size = self._count(shard)
+            else:
+                bound = self.max_samples(shard)
+                if bound is not None and size > bound:
+                    raise DataError(f"{table_file}: {shard.name!r} claims {size} samples, but {shard} "
+                                    f"({shard.stat().st_size} bytes) can hold at most {bound} (a wrong entry or a "
+                                    "truncated shard); fix or remove the entry (without it the shard is counted)")
+            sizes.append(size)
         if not sum(sizes):
             raise DataError(f"webdataset: the {len(self.shards)} shard(s) hold no sample")
         return sizes
@@ -178,6 +211,17 @@ class WebDataset:
     def max_captions(self) -> int:
         return 0
 
+    def mark_shard_bad(self, shard: int, position: int, error: DataError) -> None:
+        """Count the rest of ``shard`` from sample ``position`` on as one unreadable item (key ``-1 - shard`` in
+        ``stats``, apart from the samples' indices), logged once."""
+        self.stats.mark_bad(-1 - shard, str(error), f"the rest of the shard from sample {position} on is skipped")
+
+    def size_mismatch(self, shard: int, held: int) -> str:
+        """The message of a shard read to its end whose sample count differs from its size."""
+        table_file = self.shards[shard].parent / SIZES_FILE
+        return (f"{table_file}: {self.shards[shard].name!r} claims {self.sizes[shard]} samples, the shard holds "
+                f"{held}; fix or remove the entry (without it the shard is counted)")
+
     def decode(self, shard: int, position: int, key: str,
                members: Dict[str, bytes]) -> Optional[Tuple[np.ndarray, str]]:
         """``(uint8 RGB array, caption)`` of sample ``position`` of ``shard``, or None when it cannot be used
@@ -189,8 +233,8 @@ class WebDataset:
             if image is None or caption is None:
                 raise DataError(f"no {'image' if image is None else 'caption'} member "
                                 f"(has {sorted(members)})")
-            with Image.open(io.BytesIO(image)) as im:
-                rgb = np.asarray(im.convert("RGB"))
+            with Image.open(io.BytesIO(image)) as im:   # the pixel budget is checked before decoding
+                rgb = np.asarray(decode_checked(im, where).convert("RGB"))
             return rgb, caption.decode("utf-8").strip()
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on corrupt data
             index = sum(self.sizes[:shard]) + position
@@ -206,6 +250,7 @@ class _ShardStream:
         self.source, self.shards, self.samples = source, shards, samples
         self.shuffle, self.seed = shuffle, seed
         self.epoch, self.skip = start_epoch, skip
+        self.defects = 0   # shard defects met in the current epoch
 
     def shard_order(self, epoch: int) -> List[int]:
         if not self.shuffle:
@@ -214,18 +259,31 @@ class _ShardStream:
         return [self.shards[i] for i in rng.permutation(len(self.shards))]
 
     def _raw(self, order: List[int], skip: int):
-        """``(shard, position, key, members)`` from ``skip`` samples into ``order`` on, wrapping around."""
+        """``(shard, position, key, members)`` from ``skip`` samples into ``order`` on, wrapping around. A defect
+        of a shard skips its rest (logged, counted); a pass over every shard from its start that finds no sample
+        ends the stream; a shard read to its end that holds another number of samples than its size is a
+        DataError (a wrong ``sizes.json``)."""
         while True:
+            whole_pass, found = skip == 0, False
             for shard in order:
                 size = self.source.sizes[shard]
                 if skip >= size:
                     skip -= size          # whole shard skipped by its size, never opened
                     continue
-                for position, (key, members) in enumerate(self.source.read_samples(self.source.shards[shard])):
-                    if skip:
-                        skip -= 1         # skipped without decoding
-                        continue
-                    yield shard, position, key, members
+                position, skip = skip, 0  # the first ``skip`` samples passed over by their headers
+                try:
+                    for key, members in self.source.shard_samples(self.source.shards[shard], position):
+                        found = True
+                        yield shard, position, key, members
+                        position += 1
+                except DataError as e:
+                    self.source.mark_shard_bad(shard, position, e)
+                    self.defects += 1
+                    continue
+                if position != size:
+                    raise DataError(self.source.size_mismatch(shard, position))
+            if whole_pass and not found:
+                return
 
     def __len__(self) -> int:
         return self.samples - self.skip
@@ -233,18 +291,24 @@ class _ShardStream:
     def __iter__(self):
         epoch, skip = self.epoch, self.skip
         self.epoch, self.skip = epoch + 1, 0
-        wanted, tried = self.samples - skip, 0
+        wanted, tried, replaced, self.defects = self.samples - skip, 0, 0, 0
         for shard, position, key, members in self._raw(self.shard_order(epoch), skip):
-            if wanted == 0:
-                return
             tried += 1
             if tried > 2 * self.samples + self.source.stats.num_bad:
                 break
             decoded = self.source.decode(shard, position, key, members)
             if decoded is None:
+                replaced += 1
+                self.source.stats.add_substitution()
                 continue
             wanted -= 1
             yield decoded[0], np.array(decoded[1]), np.array([epoch, shard, position], np.int64)
+            if wanted == 0:
+                logger.log(logging.WARNING if replaced or self.defects else logging.DEBUG,
+                           "webdataset epoch %d: %d unreadable sample(s) and %d corrupt shard part(s) skipped, "
+                           "replaced by the next readable samples; %s", epoch, replaced, self.defects,
+                           self.source.stats.summary())
+                return
         names = [self.source.shards[s].name for s in self.shards]
         raise DataError(f"webdataset: no readable sample left in shards {names[:5]} ({self.source.stats.summary()})")
 

@@ -7,11 +7,13 @@ faiss is optional (``pip install faiss-cpu`` / ``mindram[faiss]``); the numpy ba
 queries at a time and breaks exact ties by the lower index.
 """
 import logging
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..metrics import retrieval_recall_at_k
-from .npy_dir import pair_captions_by_name
+from .npy_dir import load_npy_dir, looks_like_ais_bench, pair_captions_by_name, strip_output_index
 from .writer import load_embeddings
 
 logger = logging.getLogger(__name__)
@@ -98,33 +100,74 @@ class RetrievalIndex:
         return np.concatenate(scores).astype(np.float32), np.concatenate(indices).astype(np.int64)
 
 
-def recall_at_k(image_dir, text_dir, text_to_image_id=None, ks=(1, 5, 10)):
+def _load_vectors(path, follow_symlinks):
+    """``(ids, vectors)`` of an export (``manifest.json``) or of a folder of ``.npy`` vector files."""
+    if (Path(path) / "manifest.json").is_file():
+        return load_embeddings(path)
+    return load_npy_dir(path, follow_symlinks=follow_symlinks)
+
+
+def _first(names, count=3):
+    return ", ".join(map(str, names[:count])) + (", ..." if len(names) > count else "")
+
+
+def _rows_by_name(image_ids, text_ids, image_dir, text_dir):
+    """Per caption the row of its image by the guide's naming (None: no such image); ais_bench's output index
+    ``_0`` is removed first when both folders carry it (:func:`.npy_dir.looks_like_ais_bench`)."""
+    image_keys, text_keys = image_ids, text_ids
+    if looks_like_ais_bench(image_ids, text_ids):
+        logger.info("%s and %s hold ais_bench outputs (<input name>_0.npy): paired without the output index _0",
+                    image_dir, text_dir)
+        image_keys, text_keys = strip_output_index(image_ids), strip_output_index(text_ids)
+    pairs = pair_captions_by_name(text_keys, image_keys)
+    row_of = {key: row for row, key in reversed(list(enumerate(image_keys)))}
+    return [row_of.get(pairs.get(key)) for key in text_keys]
+
+
+def recall_at_k(image_dir, text_dir, text_to_image_id=None, ks=(1, 5, 10), allow_unpaired=False,
+                follow_symlinks=False):
     """Retrieval recall@K of an image export and a caption export (see :mod:`mindram.metrics.retrieval`).
 
     Args:
         image_dir, text_dir: exports written by ``write_embeddings`` (kind image and text), or folders of
-            one ``.npy`` vector per file (the seeds' layout, vectors made elsewhere).
+            one ``.npy`` vector per file (the seeds' layout, vectors made elsewhere, ais_bench's outputs).
         text_to_image_id: ``{text id: image id}`` pairing each caption with its image; None pairs by the
-            seeds' file naming, caption ``<stem>_<k>`` with image ``<stem>`` (:func:`.npy_dir.pair_captions_by_name`).
+            seeds' file naming, caption ``<stem>_<k>`` with image ``<stem>`` (:func:`.npy_dir.pair_captions_by_name`),
+            after removing ais_bench's output index ``_0`` when every file of both folders has it.
         ks: the k values.
-
-    Captions without a pair, or whose image is not in the image export (e.g. skipped as unreadable), are
-    left out with a warning.
+        allow_unpaired: leave out captions without an image (and keep images without a caption as gallery
+            items only: they stay candidates of text->image search and are left out of image->text recall),
+            with a warning. Without it any of them is a DataError naming the first few: a metric is never
+            computed on a set other than the one given.
+        follow_symlinks: read ``.npy`` links that lead out of a vector folder (default: skipped with a warning).
     """
-    image_ids, images = load_embeddings(image_dir)
-    text_ids, texts = load_embeddings(text_dir)
+    image_ids, images = _load_vectors(image_dir, follow_symlinks)
+    text_ids, texts = _load_vectors(text_dir, follow_symlinks)
     if text_to_image_id is None:
-        text_to_image_id = pair_captions_by_name(text_ids, image_ids)
-    row_of = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
-    keep, t2i = [], []
-    for row, text_id in enumerate(text_ids):
-        image_row = row_of.get(text_to_image_id.get(text_id))
-        if image_row is not None:
-            keep.append(row)
-            t2i.append(image_row)
-    if len(keep) < len(text_ids):
-        logger.warning("%d of %d captions have no image in %s and are left out", len(text_ids) - len(keep),
-                       len(text_ids), image_dir)
+        image_rows = _rows_by_name(image_ids, text_ids, image_dir, text_dir)
+        how = "captions pair with images by file name, <stem>_<k> with <stem>"
+    else:
+        row_of = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
+        image_rows = [row_of.get(text_to_image_id.get(text_id)) for text_id in text_ids]
+        how = "captions pair with images by the caption file"
+    unpaired = [text_id for text_id, row in zip(text_ids, image_rows) if row is None]
+    captioned = {row for row in image_rows if row is not None}
+    uncaptioned = [image_id for row, image_id in enumerate(image_ids) if row not in captioned]
+    problems = []
+    if unpaired:
+        problems.append(f"{len(unpaired)} of {len(text_ids)} captions in {text_dir} have no image in {image_dir} "
+                        f"(first: {_first(unpaired)})")
+    if uncaptioned:
+        problems.append(f"{len(uncaptioned)} of {len(image_ids)} images in {image_dir} have no caption in "
+                        f"{text_dir} (first: {_first(uncaptioned)})")
+    if problems and not allow_unpaired:
+        raise DataError(f"{'; '.join(problems)}; {how}. Pass --allow_unpaired (allow_unpaired=True) to leave "
+                        f"them out of the metrics")
+    if problems:
+        logger.warning("%s: captions without an image are left out, images without a caption stay in the gallery "
+                       "only (allow_unpaired)", "; ".join(problems))
+    keep = [row for row, image_row in enumerate(image_rows) if image_row is not None]
     if not keep:
-        raise ValueError(f"no caption of {text_dir} pairs with an image of {image_dir}")
-    return retrieval_recall_at_k(images, texts[keep], np.asarray(t2i, np.int64), ks)
+        raise DataError(f"no caption of {text_dir} pairs with an image of {image_dir} ({how})")
+    t2i = np.asarray([image_rows[row] for row in keep], np.int64)
+    return retrieval_recall_at_k(images, texts[keep], t2i, ks)

@@ -36,16 +36,12 @@ from ..pipeline.base import ITEM_ERRORS, build_image_processor
 from ..pipeline.feature_extraction import FeatureExtractionPipeline
 from ..utils.io import atomic_write
 from .npy_dir import load_npy_dir, npy_name, write_npy_dir
+from .store import (FORMAT, KINDS, check_no_extra_shards, check_width, complete_shards, read_manifest, read_shard,
+                    shard_name as _shard_name)
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "mindram-embeddings/1"
-KINDS = ("image", "text")
 LAYOUTS = ("shards", "npy")
-
-
-def _shard_name(k):
-    return f"shard_{k:05d}"
 
 
 def _default_ids(items, kind):
@@ -102,7 +98,10 @@ def _prepare_dir(out_dir, manifest, overwrite):
                 path.unlink()
     path = out_dir / "manifest.json"
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = read_manifest(out_dir)
+        except DataError as e:
+            raise DataError(f"{e}; use another out_dir or overwrite=True to start again") from e
         keys = ("format", "kind", "num_items", "shard_size", "normalize", "items_sha256", "model")
         diff = [k for k in keys if old.get(k) != manifest[k]]
         if diff:
@@ -220,7 +219,7 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
     try:
         for k in range(num_shards):
             start, stop = k * shard_size, min(len(items), (k + 1) * shard_size)
-            if (out_dir / f"{_shard_name(k)}.npy").is_file() and (out_dir / f"{_shard_name(k)}.json").is_file():
+            if _reusable_shard(out_dir, manifest, k, ids):
                 skipped += 1
                 bar.update(stop - start)
                 continue
@@ -231,11 +230,26 @@ def write_embeddings(model, items, out_dir, kind="image", batch_size=64, image_p
     finally:
         bar.close()
         encoder.close()
-    summary = _write_index(out_dir, num_shards, kind)
+    summary = _write_index(out_dir, manifest)
     summary.update(shards=num_shards, shards_skipped=skipped, out_dir=str(out_dir))
     logger.info("%s embeddings in %s: %d vectors, %d errors (%d of %d shards reused)", kind, out_dir,
                 summary["num_vectors"], summary["num_errors"], skipped, num_shards)
     return summary
+
+
+def _reusable_shard(out_dir, manifest, k, ids):
+    """Whether shard ``k`` of a resumed export is complete and passes every check of :func:`.store.read_shard`
+    (its ids those of this job's items); a shard that fails is logged and computed again."""
+    if not ((out_dir / f"{_shard_name(k)}.npy").is_file() and (out_dir / f"{_shard_name(k)}.json").is_file()):
+        return False
+    try:
+        meta, _ = read_shard(out_dir, manifest, k, mmap=True)
+        if meta["ids"] != [ids[i] for i in meta["indices"]]:
+            raise DataError(f"{out_dir / _shard_name(k)}.json: its ids are not those of the items at its indices")
+    except DataError as e:
+        logger.warning("%s; computing shard %d again", e, k)
+        return False
+    return True
 
 
 def _write_npy_layout(encoder, items, ids, out_dir, normalize, overwrite, progress):
@@ -262,10 +276,10 @@ def _write_npy_layout(encoder, items, ids, out_dir, normalize, overwrite, progre
             "skipped_existing": len(items) - len(todo), "out_dir": str(out_dir)}
 
 
-def _write_index(out_dir, num_shards, kind):
-    index, errors, row = [], [], 0
-    for k in range(num_shards):
-        meta = json.loads((out_dir / f"{_shard_name(k)}.json").read_text(encoding="utf-8"))
+def _write_index(out_dir, manifest):
+    index, errors, row, kind = [], [], 0, manifest["kind"]
+    for k in range(manifest["num_shards"]):
+        meta, _ = read_shard(out_dir, manifest, k, mmap=True)
         for j, (i, item_id) in enumerate(zip(meta["indices"], meta["ids"])):
             entry = {"id": item_id, "index": i, "row": row, "shard": f"{_shard_name(k)}.npy", "shard_row": j}
             if kind == "text":
@@ -281,8 +295,10 @@ def _write_index(out_dir, num_shards, kind):
 def load_embeddings(out_dir):
     """``(ids, vectors)`` of an export: the ids (list of str) and a float32 ``(N, D)`` array, in input order.
 
-    An unfinished export (missing shards) is read as far as it is complete, with a warning. A folder without
-    ``manifest.json`` that holds ``.npy`` files is read in the per-file layout (:func:`.npy_dir.load_npy_dir`).
+    Every file is checked first (:mod:`.store`): a manifest, shard or vector file that does not match is a
+    one-line DataError naming it. An unfinished export (missing shards) is read as far as it is complete, with a
+    warning. A folder without ``manifest.json`` that holds ``.npy`` files is read in the per-file layout
+    (:func:`.npy_dir.load_npy_dir`).
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
@@ -290,17 +306,16 @@ def load_embeddings(out_dir):
         if out_dir.is_dir() and any(out_dir.rglob("*.npy")):
             return load_npy_dir(out_dir)
         raise FileNotFoundError(f"{out_dir} is not an embeddings export (no manifest.json, no .npy files)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    ids, parts, missing = [], [], []
-    for k in range(manifest["num_shards"]):
-        npy, meta = out_dir / f"{_shard_name(k)}.npy", out_dir / f"{_shard_name(k)}.json"
-        if not (npy.is_file() and meta.is_file()):
-            missing.append(k)
-            continue
-        vectors = np.load(npy)
+    manifest = read_manifest(out_dir)
+    check_no_extra_shards(out_dir, manifest)
+    present, missing = complete_shards(out_dir, manifest)
+    ids, parts, width = [], [], None
+    for k in present:
+        meta, vectors = read_shard(out_dir, manifest, k)
+        width = check_width(out_dir / f"{_shard_name(k)}.npy", vectors, width)
         if len(vectors):
             parts.append(vectors)
-        ids += json.loads(meta.read_text(encoding="utf-8"))["ids"]
+        ids += meta["ids"]
     if missing:
         logger.warning("%s: export incomplete, %d of %d shards missing (first: %d); re-run write_embeddings to "
                        "finish it", out_dir, len(missing), manifest["num_shards"], missing[0])

@@ -1,5 +1,6 @@
 """``python -m mindram.export --model NAME_OR_PATH --format mindir|onnx|both --output DIR [--towers image,text]
-[--dynamic_batch]``: write deployable graphs and ``export.json`` (see :mod:`mindram.export`, docs/deploy.md).
+[--dynamic_batch] [--single_file]``: write deployable graphs and ``export.json`` (see :mod:`mindram.export`,
+docs/deploy.md).
 
 Errors are one line on stderr with exit code 2 (``--debug`` shows the traceback).
 """
@@ -23,6 +24,9 @@ def build_parser():
     parser.add_argument("--text_dtype", choices=("int64", "int32"), default="int64", help="CLIP token id dtype")
     parser.add_argument("--family", choices=FAMILIES, default=None, help="model family (default: detected)")
     parser.add_argument("--overwrite", action="store_true", help="replace an export already in --output")
+    parser.add_argument("--single_file", action="store_true",
+                        help="CLIP ONNX: each tower one .onnx file, weights inside (up to 2 GiB; default: a tower "
+                             "over 32 MiB keeps them in <name>.onnx.data)")
     parser.add_argument("--verbose", action="store_true", help="log progress")
     return add_debug_flag(parser)
 
@@ -61,7 +65,9 @@ def _main(argv):
     options = dict(formats=args.format or ("both" if model.family == "clip" else "mindir"), dynamic_batch=args.dynamic_batch, batch_size=args.batch_size,
                    model_name=args.model, overwrite=args.overwrite)
     if model.family == "clip":
-        options.update(towers=args.towers, text_dtype=args.text_dtype)
+        options.update(towers=args.towers, text_dtype=args.text_dtype, single_file=args.single_file)
+    elif args.single_file:
+        raise ConfigError(f"--single_file: a {model.family} export has no ONNX file (its format: MindIR)")
     manifest = export_model(model, args.output, **options)
     for name, graph in manifest["graphs"].items():
         for kind, record in graph["files"].items():

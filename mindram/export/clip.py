@@ -48,7 +48,7 @@ def _tower(model, tower, batch, text_dtype):
 
 
 def export_clip(model, output, formats="both", towers=TOWERS, dynamic_batch=False, batch_size=1,
-                text_dtype="int64", model_name=None, overwrite=False):
+                text_dtype="int64", model_name=None, overwrite=False, single_file=False):
     """Export the towers of ``model`` into ``output``; returns the manifest (also written as ``export.json``).
 
     Args:
@@ -58,8 +58,12 @@ def export_clip(model, output, formats="both", towers=TOWERS, dynamic_batch=Fals
         text_dtype: ``"int64"`` (the seeds' ONNX signature) or ``"int32"`` token ids.
         model_name: the name recorded in the manifest (default: the config's weights name).
         overwrite: replace an export already in ``output``.
+        single_file: keep each tower's weights inside its ``.onnx`` file (for tools that read no external data),
+            refused for a tower over 2 GiB; default: a tower over 32 MiB keeps them in ``<name>.onnx.data``.
     """
     formats, towers = check_formats(formats), check_towers(towers)
+    if single_file and "onnx" not in formats:
+        raise ConfigError(f"single_file (--single_file) is an ONNX option; formats {list(formats)} write no ONNX file")
     if text_dtype not in TEXT_DTYPES:
         raise ConfigError(f"text_dtype {text_dtype!r}: expected one of {TEXT_DTYPES}")
     batch = check_batch(dynamic_batch, batch_size)
@@ -74,7 +78,7 @@ def export_clip(model, output, formats="both", towers=TOWERS, dynamic_batch=Fals
         name = GRAPH_NAMES[tower]
         files = {}
         if "onnx" in formats:
-            files.update(save_onnx(build_onnx(version), output / f"{name}.onnx"))
+            files.update(save_onnx(build_onnx(version), output / f"{name}.onnx", single_file=single_file))
         if "mindir" in formats:
             export_mindir(cell, inputs, output / f"{name}.mindir")
             files["mindir"] = file_record(output, f"{name}.mindir")

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 # inside the graph were copied to its heap, where the released originals stayed resident: a ViT-L/14 image session
 # held 2054 MiB after a call vs 1289 MiB with the weights apart, at the same speed (docs/performance.md).
 ONNX_INLINE_WEIGHTS_LIMIT = 32 * 2**20
+# ``single_file=True`` keeps every weight inside the ``.onnx`` file, for tools that do not read external data; a
+# protobuf message (the whole graph) cannot exceed 2 GiB, so a tower with more is refused.
+ONNX_SINGLE_FILE_LIMIT = 2**31 - 1
 
 
 def check_formats(formats):
@@ -40,14 +43,24 @@ def prepare_output(output, overwrite):
     return output
 
 
-def save_onnx(model_proto, path):
+def save_onnx(model_proto, path, single_file=False):
     """Write an ``onnx.ModelProto`` atomically; weights of more than :data:`ONNX_INLINE_WEIGHTS_LIMIT` bytes go to
-    ``<name>.onnx.data`` beside it. Returns the file records (``onnx`` and, if any, ``onnx_data``)."""
+    ``<name>.onnx.data`` beside it, unless ``single_file`` (all weights inside the graph; a graph over
+    :data:`ONNX_SINGLE_FILE_LIMIT` bytes is a ConfigError). Returns the file records (``onnx`` and, if any,
+    ``onnx_data``)."""
     import onnx  # pylint: disable=import-outside-toplevel
     path = Path(path)
     size = sum(len(t.raw_data) for t in model_proto.graph.initializer)
+    if single_file:
+        total = size if size > ONNX_SINGLE_FILE_LIMIT else model_proto.ByteSize()  # (no ByteSize over the limit)
+        if total > ONNX_SINGLE_FILE_LIMIT:
+            raise ConfigError(f"{path}: the graph with its weights is {total} bytes, more than one .onnx file holds "
+                              f"({ONNX_SINGLE_FILE_LIMIT} bytes, protobuf's 2 GiB limit); export without "
+                              f"--single_file (weights in {path.name}.data beside it)")
     records = {}
-    if size > ONNX_INLINE_WEIGHTS_LIMIT:
+    if single_file and (path.parent / f"{path.name}.data").exists():
+        os.remove(path.parent / f"{path.name}.data")   # a previous export's weights file, not part of this one
+    if size > ONNX_INLINE_WEIGHTS_LIMIT and not single_file:
         data = f"{path.name}.data"
         if (path.parent / data).exists():
             os.remove(path.parent / data)

@@ -1,4 +1,10 @@
 """Model families of mindram."""
-from .clip import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, tokenize
+from ..utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "CLIPConfig": ".clip", "CLIPImageProcessor": ".clip", "CLIPModel": ".clip", "CLIPTokenizer": ".clip",
+    "tokenize": ".clip",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["CLIPConfig", "CLIPImageProcessor", "CLIPModel", "CLIPTokenizer", "tokenize"]

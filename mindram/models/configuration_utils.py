@@ -10,7 +10,6 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
-from ..layers.activation import ACTIVATIONS
 
 _NUMERIC = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
 
@@ -41,6 +40,7 @@ def check_transformer_config(config, owner):
     if config.hidden_size % config.num_attention_heads:
         raise ConfigError(f"{owner}.hidden_size={config.hidden_size} is not divisible by "
                           f"num_attention_heads={config.num_attention_heads}")
+    from ..layers.activation import ACTIVATIONS  # pylint: disable=import-outside-toplevel  # MindSpore: at first use
     if config.hidden_act not in ACTIVATIONS:
         raise ConfigError(f"{owner}.hidden_act: unknown activation {config.hidden_act!r}; "
                           f"expected one of {sorted(ACTIVATIONS)}")

@@ -21,9 +21,24 @@ from .. import catalog
 from ..errors import CheckpointError, ConfigError, OutputExistsError
 from ..utils.cli import add_debug_flag, configure_logging, run_cli
 from ..utils.io import atomic_write
-from .modeling_utils import check_checkpoint_path, verify_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+# modeling_utils imports MindSpore: imported when a converter first writes, not before its arguments are parsed
+def check_checkpoint_path(path):
+    from .modeling_utils import check_checkpoint_path as check  # pylint: disable=import-outside-toplevel
+    return check(path)
+
+
+def write_checkpoint(params, path):
+    from .modeling_utils import write_checkpoint as write  # pylint: disable=import-outside-toplevel
+    return write(params, path)
+
+
+def verify_checkpoint(path, params):
+    from .modeling_utils import verify_checkpoint as verify  # pylint: disable=import-outside-toplevel
+    return verify(path, params)
 
 
 def config_path_of(checkpoint):

@@ -4,10 +4,12 @@ model family implements (:class:`PreTrainedModel`'s class attributes; see ``docs
 Names resolve through :mod:`mindram.catalog`.
 Checkpoints are MindSpore ``.ckpt`` (protobuf) or ``.safetensors`` — neither executes code.
 """
+import dataclasses
 import functools
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import mindspore as ms
 import numpy as np
@@ -35,6 +37,22 @@ def check_checkpoint_path(path):
     return path
 
 
+FOREIGN_SUFFIXES = (".bin", ".pt", ".pth", ".pdparams")   # PyTorch / Paddle weights: converted once, never loaded
+
+
+def check_readable_checkpoint(path):
+    """:func:`check_checkpoint_path` for a file to read: PyTorch/Paddle weights get the command that converts
+    them (renaming one would not make it a MindSpore checkpoint)."""
+    path = Path(path)
+    if path.suffix.lower() in FOREIGN_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: PyTorch/Paddle weights ({path.suffix}) are converted once, not loaded: python "
+            f"convert_weights/convert_clip.py --torch_path {path} --mindspore_path {path.with_suffix('.ckpt').name} "
+            f"(RAM/RAM++: convert_weights/convert_ram.py --torch_path {path} --mindspore_path "
+            f"{path.with_suffix('.safetensors').name}), then pass the converted file")
+    return check_checkpoint_path(path)
+
+
 def directory_checkpoint(path, error=CheckpointError):
     """The checkpoint a model directory is loaded from: ``model.ckpt`` if present, else its first ``.ckpt``, else
     its first ``.safetensors``; ``error`` (the caller's exception class) when it holds none."""
@@ -54,7 +72,7 @@ def _read_index(path):
     """The index of checkpoint file ``path`` as its format gives it (``.ckpt``: ``{name: mindspore_ckpt.Entry}``;
     ``.safetensors``: ``{name: (shape, numpy dtype)}``), from its framing/header only; an unreadable or empty file
     is a :class:`CheckpointError`."""
-    path = check_checkpoint_path(path)
+    path = check_readable_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -91,7 +109,7 @@ def checkpoint_names(path):
 def iter_checkpoint(path, names=None):
     """``(name, np.ndarray)`` for each tensor of ``path`` (only those in ``names`` if given), read one at a time:
     loading holds one tensor of the file in memory beside the model, never the whole file."""
-    path = check_checkpoint_path(path)
+    path = check_readable_checkpoint(path)
     index = _read_index(path)   # a damaged framing is an error before anything is yielded
     wanted = [name for name in index if names is None or name in names]
     try:
@@ -114,7 +132,7 @@ def read_checkpoint(path):
     Any unreadable file is a :class:`CheckpointError` naming it. To load a model, ``load_weights(path)`` streams
     the file instead of holding all of it.
     """
-    path = check_checkpoint_path(path)
+    path = check_readable_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return dict(iter_checkpoint(path))
@@ -240,6 +258,28 @@ def load_checkpoint_file(model, path, strict=True, ignore_unexpected=False):
     return missing, unexpected
 
 
+@dataclasses.dataclass(frozen=True)
+class LocatedWeights:
+    """Where the weights of a name or path are (:meth:`PreTrainedModel.locate_weights`) and which architecture
+    they declare."""
+
+    file: Path                       # the .ckpt/.safetensors file to load
+    config: object = None            # the config the weights declare; None: only their shapes tell
+    declared_by: Optional[str] = None  # where ``config`` comes from, in words
+    name: Optional[str] = None       # the catalog name, for weights given by name
+    arch: Optional[str] = None       # the catalog architecture of ``config``, for weights given by name
+
+
+def weights_file_in(directory):
+    """The checkpoint a model or training directory is started from: ``model.ckpt`` (``save_pretrained``), else
+    ``train_state.ckpt`` (a training checkpoint), else :func:`directory_checkpoint`'s choice."""
+    directory = Path(directory)
+    for name in ("model.ckpt", "train_state.ckpt"):
+        if (directory / name).is_file():
+            return directory / name
+    return directory_checkpoint(directory)
+
+
 @functools.lru_cache(maxsize=None)
 def _shared_tokenizer(tokenizer_class):
     """One default-constructed tokenizer per class (a vocabulary is read once per process)."""
@@ -363,26 +403,41 @@ class PreTrainedModel(nn.Cell):
                               f"put a config.yaml beside it")
 
     @classmethod
+    def locate_weights(cls, name_or_path):
+        """The :class:`LocatedWeights` of a name (its catalog record: the converted checkpoint in
+        ``$MINDRAM_HOME``, downloaded and converted first when missing and fetchable; its architecture file), a
+        directory (:func:`weights_file_in`; its ``config.yaml`` when present) or a ``.ckpt``/``.safetensors`` file
+        (its ``<stem>.yaml``, as the converters write it, when present). A name whose checkpoint is absent and
+        cannot be fetched is the record's :class:`CheckpointError` (expected path and convert command)."""
+        catalog.check_model_path(name_or_path)  # a mistyped path is a missing path, not an unknown name
+        path = Path(str(name_or_path)).expanduser()
+        if path.is_dir():
+            config_file = path / "config.yaml"
+            config = cls.config_class.from_pretrained(path) if config_file.is_file() else None
+            return LocatedWeights(file=weights_file_in(path), config=config,
+                                  declared_by=str(config_file) if config is not None else None)
+        if path.suffix in CHECKPOINT_SUFFIXES:
+            sidecar = path.with_suffix(".yaml")
+            config = cls.config_class.from_yaml(sidecar) if sidecar.is_file() else None
+            return LocatedWeights(file=path, config=config, declared_by=str(sidecar) if config is not None else None)
+        record = catalog.resolve(cls.family, str(name_or_path))
+        config = cls.config_class.from_pretrained(record.name)
+        file = record.checkpoint_path if record.checkpoint_path.is_file() else fetch_checkpoint(record)
+        return LocatedWeights(file=Path(file), config=config, name=record.name, arch=record.arch,
+                              declared_by=f"catalog record {record.name}")
+
+    @classmethod
     def from_pretrained(cls, name_or_path, **config_overrides):
         """Build and load a model from a supported name, a directory (``config.yaml`` + ``.ckpt``)
         or a ``.ckpt``/``.safetensors`` file (config from ``<stem>.yaml`` or inferred from shapes).
 
         A name whose checkpoint is not in ``$MINDRAM_HOME`` is downloaded, verified and converted first
         (:mod:`mindram.hub`; ``MINDRAM_OFFLINE=1`` turns that into an error that says what to fetch)."""
-        catalog.check_model_path(name_or_path)  # a mistyped path is a missing path, not an unknown name
-        path = Path(str(name_or_path)).expanduser()
-        if path.is_dir():
-            config = cls.config_class.from_pretrained(path)
-            ckpt = directory_checkpoint(path)
-        elif path.suffix in (".ckpt", ".safetensors"):
-            config = cls._config_for_checkpoint(path)
-            ckpt = path
-        else:
-            record = catalog.resolve(cls.family, str(name_or_path))
-            config = cls.config_class.from_pretrained(record.name)
-            ckpt = record.checkpoint_path
-            if not ckpt.is_file():
-                ckpt = fetch_checkpoint(record)  # downloads, verifies and converts on first use
+        weights = cls.locate_weights(name_or_path)  # a name: downloaded, verified and converted on first use
+        config, ckpt = weights.config, weights.file
+        if config is None:   # a directory needs its config.yaml; a bare file: inferred from its shapes
+            path = Path(str(name_or_path)).expanduser()
+            config = cls.config_class.from_pretrained(path) if path.is_dir() else cls._config_for_checkpoint(ckpt)
         if config_overrides:
             config = config.replace(**config_overrides)
         with no_init_weights():   # every parameter is loaded next (strictly): no random values to throw away

@@ -8,16 +8,25 @@ import difflib
 
 from ..errors import UnknownNameError
 from ..registry import MindFormerModuleType, MindFormerRegister
-from .base import Pipeline
-from .feature_extraction import FeatureExtractionPipeline
-from .image_tagging import ImageTaggingPipeline
-from .zero_shot_image_classification import ZeroShotImageClassificationPipeline
+from ..utils.lazy import lazy_exports
+
+_EXPORTS = {"Pipeline": ".base", "FeatureExtractionPipeline": ".feature_extraction",
+            "ImageTaggingPipeline": ".image_tagging",
+            "ZeroShotImageClassificationPipeline": ".zero_shot_image_classification"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def register():
+    """Register the built-in pipelines (the registry calls this before its first lookup)."""
+    for name in _EXPORTS:   # each class registers itself where it is defined
+        __getattr__(name)
 
 
 def supported_tasks():
     """Names accepted by :func:`pipeline`."""
-    table = MindFormerRegister.registry.get(MindFormerModuleType.PIPELINE, {})
-    return sorted(name for name, cls in table.items() if getattr(cls, "task", None) == name)
+    names = MindFormerRegister.names(MindFormerModuleType.PIPELINE)   # built-ins registered first
+    return sorted(name for name in names
+                  if getattr(MindFormerRegister.get_cls(MindFormerModuleType.PIPELINE, name), "task", None) == name)
 
 
 def get_pipeline_class(task):

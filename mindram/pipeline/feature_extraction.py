@@ -13,6 +13,7 @@ from ..errors import DataError
 from ..models.clip.zero_shot import encode_in_batches, l2_normalize, tokenize_with
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_batch_size
+from .defaults import DEFAULT_CLIP
 from .base import ITEM_ERRORS, Pipeline, as_items, describe
 
 
@@ -22,7 +23,7 @@ class FeatureExtractionPipeline(Pipeline):
 
     task = "feature_extraction"
     model_types = ("CLIPModel",)
-    default_model = "clip_vit_b_32"
+    default_model = DEFAULT_CLIP
     model_methods = ("get_image_features", "get_text_features")
 
     def __init__(self, model=None, image_processor=None, tokenizer=None, batch_size=8, **kwargs):

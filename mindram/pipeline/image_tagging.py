@@ -24,9 +24,9 @@ from ..models.ram.mixed_vocabulary import mixed_vocabulary
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_threshold, check_top_k
 from .base import Pipeline
+from .defaults import DEFAULT_TAGGER  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-DEFAULT_TAGGER = "ram_plus_swin_l_384"
 OUTPUT_FORMATS = ("list", "paddleclas")
 LANGUAGES = ("en", "cn")
 

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..models.clip.zero_shot import build_zero_shot_classifier, check_templates, encode_in_batches, zero_shot_logits
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_top_k
+from .defaults import DEFAULT_CLIP
 from .base import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class ZeroShotImageClassificationPipeline(Pipeline):
 
     task = "zero_shot_image_classification"
     model_types = ("CLIPModel",)
-    default_model = "clip_vit_b_32"
+    default_model = DEFAULT_CLIP
     model_methods = ("get_image_features", "get_text_features")
     max_cached_classifiers = 16
     text_batch_size = 64

@@ -14,8 +14,11 @@ from mindspore import Tensor, nn, ops
 
 from ..errors import ConfigError
 from ..registry import MindFormerModuleType, MindFormerRegister
+from ..utils.validation import check_int, check_number
 
 NO_DECAY_MARKERS = ("ln_", "norm", "bias", "embedding", "logit_scale")
+DEFAULT_OPTIMIZER = "AdamWeightDecay"          # optimizer.type when the section names none
+DEFAULT_LR_SCHEDULE = "CosineWithWarmUpLR"     # lr_schedule.type when the section names none
 
 
 def exclude_from_weight_decay(name, shape):
@@ -29,13 +32,27 @@ class CosineWithWarmUpLR(nn.learning_rate_schedule.LearningRateSchedule):
 
     def __init__(self, learning_rate, total_steps, warmup_steps=0, warmup_ratio=None, min_lr=0.0):
         super().__init__()
+        self.check_args(dict(learning_rate=learning_rate, total_steps=total_steps, warmup_steps=warmup_steps,
+                             warmup_ratio=warmup_ratio, min_lr=min_lr), key=type(self).__name__)
         if warmup_ratio is not None:
             warmup_steps = int(round(warmup_ratio * total_steps))
-        if total_steps < 1 or warmup_steps < 0 or learning_rate <= 0:
-            raise ConfigError(f"CosineWithWarmUpLR: need total_steps >= 1, warmup_steps >= 0, learning_rate > 0; "
-                              f"got {total_steps}, {warmup_steps}, {learning_rate}")
         self.learning_rate, self.min_lr = float(learning_rate), float(min_lr)
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+
+    @staticmethod
+    def check_args(args, key="lr_schedule"):
+        """ConfigError naming ``key.<argument>`` for a value of ``args`` (the section's arguments, ``total_steps``
+        optional: the trainer sets it) out of range: ``learning_rate`` finite > 0 (required), ``min_lr`` finite
+        >= 0, ``total_steps`` int >= 1, ``warmup_steps`` int >= 0, ``warmup_ratio`` null or in [0, 1]."""
+        if "learning_rate" not in args:
+            raise ConfigError(f"{key}.learning_rate: required (the peak learning rate, e.g. 1.0e-3)")
+        check_number(args["learning_rate"], f"{key}.learning_rate", low=0, low_open=True)
+        check_number(args.get("min_lr", 0.0), f"{key}.min_lr", low=0)
+        if "total_steps" in args:
+            check_int(args["total_steps"], f"{key}.total_steps", minimum=1)
+        check_int(args.get("warmup_steps", 0), f"{key}.warmup_steps", minimum=0)
+        if args.get("warmup_ratio") is not None:
+            check_number(args["warmup_ratio"], f"{key}.warmup_ratio", low=0, high=1)
 
     def value(self, step):
         """The rate at an integer step, in Python (for logging and tests)."""
@@ -66,13 +83,22 @@ class ConstantWithWarmUpLR(CosineWithWarmUpLR):
 
 def build_lr_schedule(cfg, total_steps):
     """Build the ``lr_schedule`` section (``type`` + arguments) for ``total_steps`` optimizer steps."""
-    cfg = dict(cfg or {"type": "CosineWithWarmUpLR", "learning_rate": 5e-4})
-    cls = MindFormerRegister.get_cls(MindFormerModuleType.LR, cfg.pop("type", "CosineWithWarmUpLR"))
+    cfg = dict(cfg or {"type": DEFAULT_LR_SCHEDULE, "learning_rate": 5e-4})
+    cls = MindFormerRegister.get_cls(MindFormerModuleType.LR, cfg.pop("type", None) or DEFAULT_LR_SCHEDULE)
     cfg.setdefault("total_steps", total_steps)
+    check_section_args("lr_schedule", cls, cfg)
     try:
         return cls(**cfg)
     except TypeError as e:
         raise ConfigError(f"lr_schedule: {e}") from e
+
+
+def check_section_args(section, cls, args):
+    """ConfigError naming ``section.<argument>`` for a value the registered ``cls`` of an ``optimizer`` or
+    ``lr_schedule`` section does not take (its ``check_args``; a class without one is not checked)."""
+    check = getattr(cls, "check_args", None)
+    if callable(check):
+        check(args, key=section)
 
 
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, alias="AdamW")
@@ -80,6 +106,8 @@ class AdamWeightDecay(nn.AdamWeightDecay):
     """AdamW (decoupled weight decay) over two groups: decayed weights and the excluded ones."""
 
     def __init__(self, params, learning_rate, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.2):
+        self.check_args(dict(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay), key=type(self).__name__)
+        beta1, beta2, eps = float(beta1), float(beta2), float(eps)
         params = list(params)
         decay = [p for p in params if not exclude_from_weight_decay(p.name, p.shape)]
         no_decay = [p for p in params if exclude_from_weight_decay(p.name, p.shape)]
@@ -87,11 +115,24 @@ class AdamWeightDecay(nn.AdamWeightDecay):
         super().__init__([g for g in groups if g["params"]], learning_rate=learning_rate, beta1=beta1,
                          beta2=beta2, eps=eps)
 
+    @staticmethod
+    def check_args(args, key="optimizer"):
+        """ConfigError naming ``key.<argument>`` for a value of ``args`` (the section's arguments) out of range:
+        ``beta1``/``beta2`` in (0, 1), ``eps`` finite > 0, ``weight_decay`` finite >= 0."""
+        for name in ("beta1", "beta2"):
+            if name in args:
+                check_number(args[name], f"{key}.{name}", low=0, high=1, low_open=True, high_open=True)
+        if "eps" in args:
+            check_number(args["eps"], f"{key}.eps", low=0, low_open=True)
+        if "weight_decay" in args:
+            check_number(args["weight_decay"], f"{key}.weight_decay", low=0)
+
 
 def build_optimizer(cfg, params, lr_schedule):
     """Build the ``optimizer`` section for ``params`` with the given learning-rate schedule."""
-    cfg = dict(cfg or {"type": "AdamWeightDecay"})
-    cls = MindFormerRegister.get_cls(MindFormerModuleType.OPTIMIZER, cfg.pop("type", "AdamWeightDecay"))
+    cfg = dict(cfg or {"type": DEFAULT_OPTIMIZER})
+    cls = MindFormerRegister.get_cls(MindFormerModuleType.OPTIMIZER, cfg.pop("type", None) or DEFAULT_OPTIMIZER)
+    check_section_args("optimizer", cls, cfg)
     try:
         return cls(params, learning_rate=lr_schedule, **cfg)
     except TypeError as e:

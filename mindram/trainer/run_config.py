@@ -18,10 +18,12 @@ Top-level keys of a run YAML (MindFormers layout)::
              open_set_clip, output_format, language, teacher_features, custom_tags,
              custom_tag_descriptions}   (task image_tagging)
 
-Everything is validated before any work starts: unknown keys, wrong types, unregistered ``type``
-names and missing dataset paths are :class:`ConfigError` naming the key and the allowed values.
+Everything is validated before any work starts: unknown keys, wrong types, sections that are not mappings,
+unregistered ``type`` names, out-of-range optimizer / schedule values and missing dataset paths are
+:class:`ConfigError` naming the key and the allowed values.
 """
 import inspect
+import reprlib
 from pathlib import Path
 
 from ..config import MindFormerConfig
@@ -29,7 +31,8 @@ from ..errors import ConfigError
 from ..parallel import parallel_settings
 from ..parallel.recompute import check_recompute_config
 from ..registry import MindFormerModuleType, MindFormerRegister
-from .training_args import TrainingArguments
+from .optim import DEFAULT_LR_SCHEDULE, DEFAULT_OPTIMIZER, check_section_args
+from .training_args import RUN_MODES, TrainingArguments  # noqa: F401  (RUN_MODES re-exported)
 
 TOP_LEVEL_KEYS = {"seed", "output_dir", "run_mode", "load_checkpoint", "trainer", "model", "processor",
                   "train_dataset", "eval_dataset", "runner_config", "optimizer", "lr_schedule", "zero_shot",
@@ -56,15 +59,35 @@ SECTION_KEYS = {
                 "custom_tags", "custom_tag_descriptions"},
 }
 PATH_KEYS = ("dataset_dir", "root", "path", "annotation_file", "taglist_file", "image_dir")
-RUN_MODES = ("train", "eval", "predict", "finetune")
+#: Sections (dotted, parents first) that are mappings when set; a ``type`` in one names a registered class
+MAPPING_SECTIONS = ("trainer", "model", "model.arch", "model.model_config", "processor", "processor.image_processor",
+                    "processor.tokenizer", "train_dataset", "train_dataset.data_loader", "eval_dataset",
+                    "eval_dataset.data_loader", "runner_config", "optimizer", "lr_schedule", "zero_shot", "predict",
+                    "context", "tagging", "parallel", "parallel_config", "recompute_config")
 
 
 def _check_keys(section, data, allowed):
     if not isinstance(data, dict):
-        raise ConfigError(f"{section}: expected a mapping, got {data!r}")
-    unknown = sorted(set(data) - set(allowed))
+        raise ConfigError(f"{section}: expected a mapping, got {reprlib.repr(data)}")
+    unknown = sorted(set(data) - set(allowed), key=str)
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def check_section_types(config):
+    """ConfigError naming the key for a section of :data:`MAPPING_SECTIONS` that is set (not null) but not a
+    mapping, or whose ``type`` is not a name (a string)."""
+    for dotted in MAPPING_SECTIONS:
+        parent, _, key = dotted.rpartition(".")
+        holder = config.get(parent) if parent else config   # parents are checked first: a mapping or unset
+        if not isinstance(holder, dict) or holder.get(key) is None:
+            continue
+        section = holder[key]
+        if not isinstance(section, dict):
+            raise ConfigError(f"{dotted}: expected a mapping, got {reprlib.repr(section)}")
+        if section.get("type") is not None and not isinstance(section["type"], str):
+            raise ConfigError(f"{dotted}.type: expected a registered name (a string), "
+                              f"got {reprlib.repr(section['type'])}")
 
 
 def check_run_mode(mode, key="run_mode"):
@@ -90,6 +113,7 @@ def validate_run_config(config, default_arch=None):
 
     ``default_arch``: the registered model a ``model.model_config`` without ``model.arch.type`` builds."""
     _check_keys("run config", config, TOP_LEVEL_KEYS)
+    check_section_types(config)
     for key, why in SHARDED_CHECKPOINT_KEYS.items():
         if config.get(key) not in (None, False, ""):
             raise ConfigError(f"{key}={config[key]!r}: {why}")
@@ -121,11 +145,13 @@ def validate_run_config(config, default_arch=None):
     for section in ("train_dataset", "eval_dataset"):
         if config.get(section) is not None:
             validate_dataset_section(section, config[section])
-    for section, kind in (("optimizer", MindFormerModuleType.OPTIMIZER), ("lr_schedule", MindFormerModuleType.LR)):
-        if config.get(section) is not None:
+    for section, kind, default in (("optimizer", MindFormerModuleType.OPTIMIZER, DEFAULT_OPTIMIZER),
+                                   ("lr_schedule", MindFormerModuleType.LR, DEFAULT_LR_SCHEDULE)):
+        if config.get(section) is not None:   # the defaults build_optimizer / build_lr_schedule use
             cfg = dict(config[section])
-            cls = MindFormerRegister.get_cls(kind, cfg.pop("type", None))
+            cls = MindFormerRegister.get_cls(kind, cfg.pop("type", None) or default)
             check_call_args(section, cls, cfg, skip=("params", "learning_rate") if section == "optimizer" else ())
+            check_section_args(section, cls, cfg)
     return args
 
 
@@ -220,7 +246,8 @@ def load_run_config(args=None, overrides=None):
     """A run config from a YAML path, a mapping or a MindFormerConfig, with dotted ``overrides`` applied.
 
     A YAML path holding a PaddleClas RAM config (``Global`` + ``Arch`` sections) is translated first
-    (:mod:`mindram.compat.paddleclas`; the keys it cannot honour are logged as warnings)."""
+    (:mod:`mindram.compat.paddleclas`; the keys it cannot honour are logged as warnings). The sections the
+    trainer reads must be mappings, their ``type`` names (:func:`check_section_types`, after the overrides)."""
     if args is None:
         config = MindFormerConfig()
     elif isinstance(args, MindFormerConfig):
@@ -236,4 +263,5 @@ def load_run_config(args=None, overrides=None):
         raise ConfigError(f"args must be a YAML path, a mapping or a MindFormerConfig, got {type(args).__name__}")
     if overrides:
         config.merge_from_dict(overrides)
+    check_section_types(config)
     return config

@@ -87,7 +87,8 @@ class Trainer:
         fetchable = bool(record.sources) and not hub.offline()   # downloaded and converted on first use
         if task_cls.requires_pretrained_weights or record.checkpoint_path.is_file() or fetchable:
             config.load_checkpoint = str(model)
-        else:
+        else:   # model= replaces the configured weights too: none of another model's are loaded into it
+            config.load_checkpoint = None
             logger.warning("no converted checkpoint for %s (%s): training starts from random initialisation",
                            model, "offline" if record.sources else "no download source")
         return None
@@ -134,6 +135,7 @@ class Trainer:
         """
         self._refuse_unsupported(kwargs, "evaluate")
         self._use_checkpoint(eval_checkpoint, "eval_checkpoint")
+        self.task.model  # pylint: disable=pointless-statement  # built (its weights logged) before any data is read
         return self.task.evaluate()
 
     def predict(self, input_data=None, top_k=None, predict_checkpoint=None, **kwargs):
@@ -150,6 +152,7 @@ class Trainer:
         options = {k: v for k, v in kwargs.items() if k not in UNSUPPORTED}
         check_top_k(top_k, "predict top_k (labels per image; None: the config's predict.top_k)")
         self._use_checkpoint(predict_checkpoint, "predict_checkpoint")
+        self.task.model  # pylint: disable=pointless-statement  # built (its weights logged) before any input is read
         return self.task.predict(input_data, top_k=top_k, **options)
 
     def _use_checkpoint(self, checkpoint, key):

@@ -7,6 +7,7 @@ from ..errors import ConfigError
 from ..models.configuration_utils import BaseConfig
 
 EVALUATION_STRATEGIES = (None, "no", "steps", "epoch")
+RUN_MODES = ("train", "eval", "predict", "finetune")   # what run_mindformer.py --run_mode / a config's run_mode run
 
 
 @dataclasses.dataclass

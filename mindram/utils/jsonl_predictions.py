@@ -14,20 +14,23 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from .image_files import list_image_files
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def expand_inputs(items):
+def expand_inputs(items, follow_symlinks=False):
     """Each directory replaced by its image files (recursive, sorted by path, suffixes :data:`IMAGE_SUFFIXES`
-    in any case); other items (files, URLs) kept. DataError for a directory without images."""
+    in any case; a symbolic link leading out of the directory is skipped with a warning, see
+    :func:`~mindram.utils.image_files.list_image_files`, unless ``follow_symlinks``); other items (files, URLs)
+    kept: a file named on its own is read wherever it leads. DataError for a directory without images."""
     out = []
     for item in items:
         path = Path(os.fspath(item)).expanduser() if isinstance(item, (str, os.PathLike)) else None
         if path is not None and path.is_dir():
-            files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files = sorted(str(p) for p in list_image_files(path, IMAGE_SUFFIXES, follow_symlinks=follow_symlinks))
             if not files:
                 raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the directory or below")
             out.extend(files)

@@ -60,3 +60,22 @@ def check_threshold(value, name="threshold"):
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name}: expected a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_number(value, name, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a float after checking that it is a finite real number (not a bool) within the bounds given:
+    ``low``/``high`` inclusive, or exclusive with ``low_open``/``high_open``."""
+    if low is not None and high is not None:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        expected = f"a finite number {'<' if high_open else '<='} {high:g}"
+    else:
+        expected = "a finite number"
+    number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if (not number or not math.isfinite(value)
+            or (low is not None and (value <= low if low_open else value < low))
+            or (high is not None and (value >= high if high_open else value > high))):
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    return float(value)

@@ -11,6 +11,7 @@ neither lever changes the training.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -132,6 +133,17 @@ def test_two_ranks_train_as_one_rank_with_the_global_batch(reference, tmp_path):
     np.testing.assert_allclose([r["loss"] for r in dp_log], [r["loss"] for r in ref_log], atol=1e-5)
     # each rank logged to its own file
     assert "rank 1 mindram" in (logs / "worker_1.log").read_text()
+    # the console: rank 0's result once, none of MindSpore's or msrun's own log lines
+    assert len(re.findall(r'^  "global_step": ', done.stdout, re.M)) == 1, done.stdout[-3000:]
+    assert not re.search(r"^\[(INFO|WARNING|DEBUG)\] |^Start worker process", done.stdout, re.M), done.stdout[-3000:]
+
+    # the same command again: the output_dir holds that run's results; the refusal is the last line, said once
+    again = distributed(out, "runner_config.local_loss=false", log_dir=tmp_path / "logs_again")
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode != 0 and lines, again.stderr[-3000:]
+    assert lines[-1].startswith(f"{ROOT / 'scripts' / 'run_distribute.sh'}: error: ") and "--overwrite_output_dir" in \
+        lines[-1] and lines[-1].endswith("(rank 0,1)"), again.stderr[-3000:]
+    assert sum("error:" in line for line in lines) == 1 and not re.search(r'^  "global_step": ', again.stdout, re.M)
 
 
 def rank_process(launcher_pid, rank):

@@ -80,3 +80,73 @@ def test_export_embed_and_recall_with_onnxruntime(tmp_path):
                   "--text_vectors", str(tmp_path / "vectors" / "texts")])
     for key, value in expected.items():
         assert again[key] == pytest.approx(value, abs=1e-6)
+
+
+def run_in(cwd, *args):
+    """A command run from ``cwd`` (its paths relative to it); the repository is importable from anywhere."""
+    env = dict(os.environ, GLOG_v="3", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env,
+                            cwd=str(cwd), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def ais_bench_infer(onnx_path, input_dir, output_dir, input_dtype, input_shape):
+    """What ``python -m ais_bench --model M.om --input INPUT_DIR --output om_outputs --output_dirname X --outfmt NPY``
+    does with a batch-1 model (its infer code, read from the Ascend tools repository): the .npy/.bin files of the
+    folder (one level, sorted), each fed as the model's input (a .bin as its raw bytes), each output i written as
+    ``<input name up to its first '.'>_<i>.npy`` with its batch axis, (1, D). The OM model is run here by
+    onnxruntime on the ONNX file ATC would convert."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    output_dir.mkdir(parents=True)
+    files = sorted(f for f in os.listdir(input_dir) if f.lower().endswith((".npy", ".bin")))
+    for name in files:
+        path = input_dir / name
+        data = np.load(path) if name.lower().endswith(".npy") else np.fromfile(path, dtype=np.int8)
+        tensor = np.frombuffer(data.tobytes(), dtype=input_dtype).reshape(input_shape)
+        for i, out in enumerate(session.run(None, {session.get_inputs()[0].name: tensor})):
+            np.save(output_dir / f"{name.split('.')[0]}_{i}.npy", out)
+    return files
+
+
+@pytest.mark.slow
+def test_guide_flow_preprocess_ais_bench_and_score_from_a_relative_cwd(tmp_path):
+    model = mindram.CLIPModel(tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32.laion2b_s34b_b79k")))
+    model.set_train(False)
+    model.save_pretrained(tmp_path / "model")
+    data = tmp_path / "flickr30k_test1k"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    lines = ["image,caption"]
+    for name, colour in COLOURS.items():
+        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (36, 44, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(data / f"{name}.jpg")
+        lines += [f"{name}.jpg,a {name} square", f"{name}.jpg,something {name}", f"{name}.jpg,{name}"]
+    (data / "captions.txt").write_text("\n".join(lines) + "\n")
+    script = ROOT / "scripts" / "export_embeddings.py"
+
+    # batch 1, as the guide's OM models; every path below is relative to the working directory
+    run_in(tmp_path, "-m", "mindram.export", "--model", "model", "--format", "onnx", "--output", "models")
+    out = run_in(tmp_path, script, "--preprocess_only", "--backend", "onnxruntime", "--model", "models", "--images",
+                 "flickr30k_test1k", "--captions", "flickr30k_test1k/captions.txt", "--out", "prep_data",
+                 "--input_format", "bin")
+    assert "images: 6 inputs written" in out and "texts: 18 inputs written" in out, out
+    assert sorted(os.listdir(tmp_path / "prep_data" / "texts"))[:4] == \
+        ["black_0.bin", "black_1.bin", "black_2.bin", "blue_0.bin"]
+    ais_bench_infer(tmp_path / "models" / "image_encoder.onnx", tmp_path / "prep_data" / "images",
+                    tmp_path / "om_outputs" / "vision_embed_bs1", np.float32, (1, 3, 32, 32))
+    ais_bench_infer(tmp_path / "models" / "text_encoder.onnx", tmp_path / "prep_data" / "texts",
+                    tmp_path / "om_outputs" / "text_embed_bs1", np.int64, (1, 77))
+    assert (tmp_path / "om_outputs" / "text_embed_bs1" / "red_2_0.npy").is_file()
+    scored = metrics_of(run_in(tmp_path, script, "--image_vectors", "om_outputs/vision_embed_bs1",
+                               "--text_vectors", "om_outputs/text_embed_bs1"))
+
+    # the onnxruntime backend path over the same images and captions
+    backend = metrics_of(run_in(tmp_path, script, "--backend", "onnxruntime", "--model", "models", "--images",
+                                "flickr30k_test1k", "--captions", "flickr30k_test1k/captions.txt", "--out", "vectors",
+                                "--layout", "npy", "--evaluate"))
+    assert len(scored) == 6 and scored == backend, (scored, backend)
+    om = np.load(tmp_path / "om_outputs" / "text_embed_bs1" / "red_2_0.npy")[0]   # un-normalised, as the OM's
+    np.testing.assert_allclose(om / np.linalg.norm(om), np.load(tmp_path / "vectors" / "texts" / "red_2.npy"),
+                               atol=1e-5)

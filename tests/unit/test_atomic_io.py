@@ -198,3 +198,18 @@ def test_checkpoint_written_under_a_bare_name(tmp_path, monkeypatch):
     write_checkpoint(PARAMS, "weights.safetensors")
     assert entries(tmp_path) == ["weights.safetensors"]
     np.testing.assert_array_equal(read_checkpoint(tmp_path / "weights.safetensors")["a"], PARAMS["a"])
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".pth", ".pdparams"])
+def test_foreign_weights_are_told_to_convert_first(tmp_path, monkeypatch, capsys, suffix):
+    """PyTorch/Paddle weights given where a MindSpore checkpoint is read: the error gives the convert command
+    (it used to suggest renaming the file to .ckpt, which cannot work)."""
+    from mindram.export.__main__ import main as export_main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"ViT-B-32{suffix}").write_bytes(b"PK\x03\x04 not ours")
+    with pytest.raises(CheckpointError, match=r"convert_weights/convert_clip\.py --torch_path .*ViT-B-32"):
+        read_checkpoint(tmp_path / f"ViT-B-32{suffix}")
+    assert export_main(["--model", f"ViT-B-32{suffix}", "--output", "exported"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert f"python convert_weights/convert_clip.py --torch_path ViT-B-32{suffix} --mindspore_path ViT-B-32.ckpt" \
+        in line and "e.g. ViT-B-32.ckpt" not in line and not (tmp_path / "exported").exists()

@@ -1,12 +1,14 @@
 """Config-level errors as ConfigError naming the file/key: YAML syntax and encoding, base_config chains,
-run_mode, output_dir, unknown registry names, predict top_k."""
+run_mode, output_dir, unknown registry names, predict top_k, sections that are not mappings, ``type``s that are
+not names, and out-of-range optimizer / learning-rate schedule values."""
 import pytest
 
 from mindram import Trainer
-from mindram.config import MindFormerConfig, parse_scalar
+from mindram.config import MindFormerConfig, parse_options, parse_scalar
 from mindram.errors import ConfigError
 from mindram.registry import MindFormerModuleType, MindFormerRegister, UnknownNameError
-from mindram.trainer.run_config import check_output_dir, validate_run_config
+from mindram.trainer.optim import build_lr_schedule
+from mindram.trainer.run_config import check_output_dir, load_run_config, validate_run_config
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "clip" / "run_clip_demo_synthetic.yaml"
@@ -92,3 +94,79 @@ def test_exponent_numbers_are_floats_in_files_and_options(tmp_path):
     assert config.optimizer.eps == 1e-8 and config.optimizer.beta == 500.0 and config.name == "1e"
     assert [parse_scalar(t) for t in ("1e30", "-2.5e-3", "3", "true", "null", "[1, 2]", "cat")] == \
         [1e30, -2.5e-3, 3, True, None, [1, 2], "cat"]
+
+
+def hostile_run_config(tmp_path, text):
+    """A run YAML that inherits the demo config and sets ``text`` over it (as a user's file would)."""
+    return write(tmp_path / "hostile.yaml", f"base_config: {DEMO}\n{text}")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("optimizer: 3\n", r"^optimizer: expected a mapping, got 3$"),
+    ("lr_schedule: [1]\n", r"^lr_schedule: expected a mapping, got \[1\]$"),
+    ("model: {model_config: false}\n", r"^model.model_config: expected a mapping, got False$"),
+    ("model: {arch: cat}\n", r"^model.arch: expected a mapping, got 'cat'$"),
+    ("trainer: 3\n", r"^trainer: expected a mapping, got 3$"),
+    ("runner_config: 5\n", r"^runner_config: expected a mapping, got 5$"),
+    ("train_dataset: [a, b]\n", r"^train_dataset: expected a mapping, got \['a', 'b'\]$"),
+    ("optimizer: {type: [AdamW]}\n", r"^optimizer.type: expected a registered name \(a string\), got \['AdamW'\]$"),
+    ("lr_schedule: {type: {a: 1}}\n", r"^lr_schedule.type: expected a registered name \(a string\), got \{'a': 1\}$"),
+    ("trainer: {type: [x]}\n", r"^trainer.type: expected a registered name \(a string\), got \['x'\]$"),
+    ("model: {arch: {type: [CLIPModel]}}\n", r"^model.arch.type: expected a registered name \(a string\)"),
+    ("train_dataset: {data_loader: {type: [SyntheticCaptions]}}\n",
+     r"^train_dataset.data_loader.type: expected a registered name \(a string\)"),
+    ("1: one\nbogus: two\n", r"^run config: unknown key\(s\) \[1, 'bogus'\]"),
+])
+def test_hostile_sections_are_config_errors_naming_the_key(tmp_path, text, message):
+    path = hostile_run_config(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(args=str(path))
+    with pytest.raises(ConfigError, match=message):
+        validate_run_config(load_run_config(str(path)))
+
+
+def test_a_section_broken_by_an_override_is_refused_by_the_loader():
+    with pytest.raises(ConfigError, match=r"^context: expected a mapping, got 3$"):
+        load_run_config(str(DEMO), parse_options(["context=3"]))
+    with pytest.raises(ConfigError, match=r"^optimizer: expected a mapping, got 'fast'$"):
+        Trainer(args=str(DEMO), overrides=parse_options(["optimizer=fast"]))
+
+
+@pytest.mark.parametrize("option,message", [
+    ("lr_schedule.warmup_steps=.nan", r"^lr_schedule.warmup_steps: expected an int >= 0, got nan$"),
+    ("lr_schedule.warmup_steps=2.5", r"^lr_schedule.warmup_steps: expected an int >= 0, got 2.5$"),
+    ("lr_schedule.warmup_steps=true", r"^lr_schedule.warmup_steps: expected an int >= 0, got True$"),
+    ("lr_schedule.total_steps=0", r"^lr_schedule.total_steps: expected an int >= 1, got 0$"),
+    ("lr_schedule.learning_rate=.inf", r"^lr_schedule.learning_rate: expected a finite number > 0, got inf$"),
+    ("lr_schedule.learning_rate=-1", r"^lr_schedule.learning_rate: expected a finite number > 0, got -1$"),
+    ("lr_schedule.learning_rate=fast", r"^lr_schedule.learning_rate: expected a finite number > 0, got 'fast'$"),
+    ("lr_schedule.min_lr=.nan", r"^lr_schedule.min_lr: expected a finite number >= 0, got nan$"),
+    ("lr_schedule.warmup_ratio=1.5", r"^lr_schedule.warmup_ratio: expected a number in \[0, 1\], got 1.5$"),
+    ("optimizer.beta1=1.5", r"^optimizer.beta1: expected a number in \(0, 1\), got 1.5$"),
+    ("optimizer.beta2=0", r"^optimizer.beta2: expected a number in \(0, 1\), got 0$"),
+    ("optimizer.eps=0", r"^optimizer.eps: expected a finite number > 0, got 0$"),
+    ("optimizer.weight_decay=.nan", r"^optimizer.weight_decay: expected a finite number >= 0, got nan$"),
+    ("optimizer.weight_decay=[0.1]", r"^optimizer.weight_decay: expected a finite number >= 0, got \[0.1\]$"),
+])
+def test_schedule_and_optimizer_values_are_checked_before_training(option, message):
+    with pytest.raises(ConfigError, match=message):
+        Trainer(args=str(DEMO), overrides=parse_options([option]))
+
+
+def test_schedule_builder_refuses_what_validation_refuses():
+    with pytest.raises(ConfigError, match=r"^lr_schedule.warmup_steps: expected an int >= 0, got nan$"):
+        build_lr_schedule({"type": "CosineWithWarmUpLR", "learning_rate": 1e-3, "warmup_steps": float("nan")}, 10)
+    with pytest.raises(ConfigError, match=r"^lr_schedule.learning_rate: required"):
+        build_lr_schedule({"type": "ConstantWithWarmUpLR", "warmup_steps": 2}, 10)
+    schedule = build_lr_schedule({"type": "CosineWithWarmUpLR", "learning_rate": 1e-3, "warmup_ratio": 0.2}, 10)
+    assert schedule.warmup_steps == 2 and schedule.value(1) == pytest.approx(1e-3)
+
+
+def test_sections_without_a_type_validate_with_the_builders_defaults():
+    config = load_run_config(str(DEMO))
+    config.optimizer = MindFormerConfig({"weight_decay": 0.05})
+    config.lr_schedule = MindFormerConfig({"learning_rate": 1e-4})
+    validate_run_config(config)
+    config.lr_schedule = MindFormerConfig({"warmup_steps": 3})
+    with pytest.raises(ConfigError, match=r"^lr_schedule.learning_rate: required"):
+        validate_run_config(config)

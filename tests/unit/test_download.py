@@ -3,6 +3,7 @@ open_clip state dict; first use downloads, verifies, converts and caches it, and
 import hashlib
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,10 @@ class Server:
         self.files, self.etags, self.requests = {}, {}, []
         self.drop_after = None   # first request: send this many bytes, then close the connection
         self.delay = 0.0
+        self.fail_status = None  # f(request number from 1) -> an HTTP error status to answer instead, or None
+        self.pieces = None       # (bytes, seconds): the body in pieces of this size this long apart (at most 400)
+        self.unsized = False     # no Content-Length: the body ends when the connection closes
+        self.sent = 0            # body bytes written to the client
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,14 +46,15 @@ class Server:
                 server.requests.append((self.path, self.headers.get("Range")))
                 time.sleep(server.delay)
                 data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
+                if data is None or (server.fail_status and server.fail_status(len(server.requests))):
+                    self.send_error(404 if data is None else server.fail_status(len(server.requests)))
                     return
                 start, status = 0, 200
                 if self.headers.get("Range"):
                     start, status = int(self.headers["Range"].split("=")[1].split("-")[0]), 206
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(data) - start))
+                if not server.unsized:
+                    self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("X-Linked-Etag", f'"{server.etags.get(self.path, hashlib.sha256(data).hexdigest())}"')
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -57,7 +63,15 @@ class Server:
                 if server.drop_after is not None and len(server.requests) == 1:
                     body = body[:server.drop_after]
                     self.close_connection = True
-                self.wfile.write(body)
+                size, pause = server.pieces or (len(body), 0.0)
+                for offset in range(0, min(len(body), 400 * size), max(size, 1)):
+                    try:
+                        self.wfile.write(body[offset:offset + size])
+                        self.wfile.flush()
+                    except OSError:   # the client went away
+                        return
+                    server.sent += len(body[offset:offset + size])
+                    time.sleep(pause)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -201,3 +215,112 @@ def test_training_from_a_name_fetches_its_weights_unless_offline(setup, monkeypa
     monkeypatch.setenv("MINDRAM_OFFLINE", "1")
     trainer = Trainer(task="contrastive_language_image_pretrain", model=NAME)
     assert not trainer.config.get("load_checkpoint") and "offline" in caplog.text
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("endpoint", ["closed_port", "unresolvable"])
+def test_unreachable_host_fails_at_once_with_the_offline_message(setup, monkeypatch, endpoint):
+    """No network: a name that does not resolve or a refused connection is known at once; the message is offline
+    mode's (expected path, URL, convert command), without retries, a chained cause or a .part file."""
+    monkeypatch.setattr(hub, "RETRY_BACKOFF_S", 1.0)   # 5 retries would take 31 s
+    url_base = f"http://127.0.0.1:{closed_port()}" if endpoint == "closed_port" else "http://nonexistent.invalid"
+    monkeypatch.setenv("MINDRAM_ENDPOINT", url_base)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError) as info:
+        mindram.pipeline("zero_shot_image_classification", model=NAME, candidate_labels=["a cat", "a dog"])
+    assert time.monotonic() - started < 10
+    message, record = str(info.value), catalog.resolve("clip", NAME)
+    for fragment in (str(record.checkpoint_path), "convert_weights/convert_clip.py", f"--model_name {NAME}",
+                     f"{url_base}{URL_PATH}", "cannot be reached"):
+        assert fragment in message, message
+    assert ".part" not in message and info.value.__cause__ is None and info.value.__suppress_context__
+    monkeypatch.setenv("MINDRAM_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as offline:
+        mindram.CLIPModel.from_pretrained(NAME)
+    assert message.split("; download ")[1] == str(offline.value).split("; download ")[1]   # the same instructions
+    assert leftovers(record.checkpoint_path.parent.parent) == []
+
+
+def test_cli_unreachable_is_one_line(setup, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "RETRY_BACKOFF_S", 1.0)
+    monkeypatch.setenv("MINDRAM_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    from mindram import download
+    started = time.monotonic()
+    assert download.main([NAME]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 10 and len(err.strip().splitlines()) == 1, err
+    assert "connection refused" in err and f"--model_name {NAME}" in err
+
+
+def test_transient_errors_are_retried_and_a_partial_file_is_named_only_when_there_is_one(setup, monkeypatch):
+    server, _, weights = setup
+    record = catalog.resolve("clip", NAME)
+    part = hub.download_path(record, record.sources[0])
+    part = part.with_name(part.name + ".part")
+    server.fail_status = lambda number: 503 if number == 1 else None   # one 503, then the file
+    assert hub.ensure_checkpoint(record, do_convert=False).read_bytes() == weights
+    assert len(server.requests) == 2
+    hub.download_path(record, record.sources[0]).unlink()
+    monkeypatch.setenv("MINDRAM_DOWNLOAD_RETRIES", "1")
+    server.requests.clear()
+    server.fail_status = lambda number: 503   # nothing ever arrives
+    with pytest.raises(DownloadError, match="after 2 attempts: HTTP Error 503") as info:
+        hub.ensure_checkpoint(record, do_convert=False)
+    assert ".part" not in str(info.value) and not part.exists() and len(server.requests) == 2
+    server.requests.clear()
+    server.drop_after = half = len(weights) // 2   # half arrives, then 503s
+    server.fail_status = lambda number: 503 if number > 1 else None
+    with pytest.raises(DownloadError) as info:
+        hub.ensure_checkpoint(record, do_convert=False)
+    assert f"the partial file {part} ({half} bytes) is kept" in str(info.value)
+    assert part.stat().st_size == half
+    server.fail_status = lambda number: 404   # not retried
+    server.requests.clear()
+    with pytest.raises(DownloadError, match=r"HTTP 404 .*\(%d bytes\) is kept" % half):
+        hub.ensure_checkpoint(record, do_convert=False)
+    assert len(server.requests) == 1
+
+
+def test_a_server_below_the_minimum_rate_is_cut_off_and_resumed(setup, monkeypatch, capsys):
+    """2 bytes every 0.1 s never trips the per-read timeout; the minimum rate ends each attempt after its window,
+    the next one resumes with Range, and the CLI fails in one line keeping what arrived."""
+    server, _, _ = setup
+    server.pieces = (2, 0.1)
+    monkeypatch.setenv("MINDRAM_DOWNLOAD_MIN_RATE", "1000")
+    monkeypatch.setenv("MINDRAM_DOWNLOAD_RATE_WINDOW", "0.5")
+    monkeypatch.setenv("MINDRAM_DOWNLOAD_RETRIES", "1")
+    from mindram import download
+    started = time.monotonic()
+    assert download.main([NAME]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert time.monotonic() - started < 10 and len(lines) == 2 and "retrying" in lines[0], lines   # one warning
+    err = lines[1]
+    assert err.startswith("mindram.download: error: ") and "after 2 attempts" in err and "below $MINDRAM_DOWNLOAD_MIN_RATE=1000 bytes/s" in err and ".part (" in err
+    assert len(server.requests) == 2 and server.requests[1][1].startswith("bytes=")   # resumed
+    monkeypatch.setenv("MINDRAM_DOWNLOAD_MIN_RATE", "fast")
+    assert download.main([NAME]) == 2
+    assert "$MINDRAM_DOWNLOAD_MIN_RATE='fast': expected a number >= 0" in capsys.readouterr().err
+
+
+def test_a_body_longer_than_the_catalog_size_is_cut_off_when_it_passes_it(setup, tmp_path):
+    server, _, weights = setup
+    target = tmp_path / "dl" / FILE
+    url = f"{server.endpoint}{URL_PATH}"
+    with pytest.raises(DownloadError, match=f"announces {len(weights)} bytes, the catalog records 1000; nothing was "
+                                            "downloaded$"):
+        hub.download(url, target, size=1000)   # the announced size is refused before any byte is written
+    assert len(server.requests) == 1 and list((tmp_path / "dl").iterdir()) == []
+    endless = bytes(32 << 20)
+    server.files[URL_PATH], server.unsized, server.pieces = endless, True, (64 << 10, 0.0)
+    with pytest.raises(DownloadError, match=r"runs past the 1000 bytes the catalog records; cut off at \d+ bytes; "
+                                            r"the partial file .*\.part was deleted"):
+        hub.download(url, target, size=1000)
+    assert list((tmp_path / "dl").iterdir()) == [] and len(server.requests) == 2   # not retried
+    print(f"body bytes the server got out before the client closed: {server.sent}")
+    assert server.sent < len(endless) // 2   # the client stopped reading long before the end

@@ -5,7 +5,7 @@ import pytest
 
 import mindram
 from mindram.embeddings import load_embeddings, load_npy_dir, pair_captions_by_name, recall_at_k, \
-    write_embeddings, write_npy_dir
+    strip_output_index, write_embeddings, write_npy_dir
 from mindram.errors import DataError
 from mindram.metrics import retrieval_recall_at_k
 from tests.unit.test_clip_model import tiny
@@ -48,6 +48,115 @@ def test_pairing_by_name():
     texts = ["1007_0", "1007_4", "1009_1", "1009", "77_0", "42_0_0"]
     assert pair_captions_by_name(texts, images) == {"1007_0": "1007", "1007_4": "1007", "1009_1": "sub/1009",
                                                     "42_0_0": "42_0"}
+    # ais_bench's outputs (<input name>_<output index>): caption 3 of image 42 is 42_3_0, image 42 is 42_0;
+    # with the output index removed every caption pairs, not only caption 0
+    images, texts = ["42_0", "43_0"], ["42_0_0", "42_3_0", "43_1_0"]
+    assert strip_output_index(images) == ["42", "43"] and strip_output_index(texts) == ["42_0", "42_3", "43_1"]
+    assert pair_captions_by_name(strip_output_index(texts), strip_output_index(images)) == \
+        {"42_0": "42", "42_3": "42", "43_1": "43"}
+    with pytest.raises(DataError, match=r"43_1: not an output of ais_bench"):
+        strip_output_index(["42_0", "43_1"])
+
+
+def _ranked_hits(sim, positive, k):
+    """Per query row of ``sim``: whether a positive column is among its k best (ties: lower column first)."""
+    top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(positive, top, axis=1).any(axis=1)
+
+
+def brute_force_recall(images, texts, caption_image, ks):
+    """Recall@k written out here from the definitions (the code under test is not used): cosine similarity;
+    image->text over images with a caption, text->image over captions."""
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    sim = images @ texts.T
+    positive = caption_image[None, :] == np.arange(len(images))[:, None]    # (I, T)
+    captioned = positive.any(axis=1)
+    out = {}
+    for k in ks:
+        out[f"image_to_text_R@{k}"] = float(_ranked_hits(sim, positive, k)[captioned].mean())
+    for k in ks:
+        out[f"text_to_image_R@{k}"] = float(_ranked_hits(sim.T, positive.T, k).mean())
+    return out
+
+
+def write_ais_bench_outputs(root, images, texts, captions_per_image):
+    """What ais_bench --output om_outputs --output_dirname X --outfmt NPY writes for the guide's inputs
+    images/<stem>.npy and texts/<stem>_<k>.npy: one (1, D) file per input, <input name>_0.npy (output 0)."""
+    (root / "vision_embed_bs1").mkdir(parents=True)
+    (root / "text_embed_bs1").mkdir(parents=True)
+    stems = [f"{1007129816 + 7 * i}" for i in range(len(images))]
+    for i, stem in enumerate(stems):
+        np.save(root / "vision_embed_bs1" / f"{stem}_0.npy", images[i:i + 1])
+        for k in range(captions_per_image):
+            np.save(root / "text_embed_bs1" / f"{stem}_{k}_0.npy", texts[i * captions_per_image + k][None])
+    return stems
+
+
+def test_recall_of_ais_bench_outputs_pairs_every_caption(tmp_path, monkeypatch):
+    from scripts.export_embeddings import main
+    rng = np.random.default_rng(7)
+    images = rng.standard_normal((12, 8)).astype(np.float32)
+    texts = rng.standard_normal((60, 8)).astype(np.float32)
+    write_ais_bench_outputs(tmp_path / "om_outputs", images, texts, 5)
+    # load_npy_dir sorts by file name: the stems sort as numbers of the same width, captions by k within an image
+    want = brute_force_recall(images, texts, np.repeat(np.arange(12), 5), ks=(1, 5, 10))
+    assert want["image_to_text_R@10"] != pytest.approx(11 / 12)  # not the figure of caption 0 alone
+    got = recall_at_k(tmp_path / "om_outputs" / "vision_embed_bs1", tmp_path / "om_outputs" / "text_embed_bs1")
+    assert got == pytest.approx(want, abs=1e-9)
+    monkeypatch.chdir(tmp_path)  # the CLI with relative paths
+    got = main(["--image_vectors", "om_outputs/vision_embed_bs1", "--text_vectors", "om_outputs/text_embed_bs1"])
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_unpaired_captions_and_images_are_an_error_unless_allowed(tmp_path, monkeypatch, capsys):
+    from scripts.export_embeddings import cli
+    from mindram.utils.cli import run_cli
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((3, 6)).astype(np.float32)
+    texts = rng.standard_normal((4, 6)).astype(np.float32)
+    write_npy_dir(tmp_path / "i", ["a.jpg", "b.jpg", "c.jpg"], images)
+    write_npy_dir(tmp_path / "t", ["a_0", "a_1", "b_0", "zz_0"], texts)   # zz has no image, c no caption
+    with pytest.raises(DataError, match=r"1 of 4 captions .* no image .*zz_0.*1 of 3 images .* no caption.*c\b"):
+        recall_at_k(tmp_path / "i", tmp_path / "t", ks=(1, 2))
+    got = recall_at_k(tmp_path / "i", tmp_path / "t", ks=(1, 2), allow_unpaired=True)
+    # zz_0 left out; c stays in the gallery, out of image->text (it has no caption to find)
+    assert got == pytest.approx(brute_force_recall(images, texts[:3], np.array([0, 0, 1]), ks=(1, 2)), abs=1e-9)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(cli, ["--image_vectors", "i", "--text_vectors", "t"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "zz_0" in err and "--allow_unpaired" in err, err
+    assert run_cli(cli, ["--image_vectors", "i", "--text_vectors", "t", "--allow_unpaired", "--ks", "1", "2"]) == 0
+    assert "image_to_text_R@1:" in capsys.readouterr().out
+
+
+def test_symlinks_out_of_the_folder_are_skipped(tmp_path, caplog):
+    outside = tmp_path / "outside"
+    write_npy_dir(outside, ["x", "deep/y"], np.ones((2, 4), np.float32))
+    folder = tmp_path / "vectors"
+    write_npy_dir(folder, ["a"], np.zeros((1, 4), np.float32))
+    (folder / "b.npy").symlink_to(outside / "x.npy")              # a file link leaving the folder
+    (folder / "sub").symlink_to(outside / "deep")                 # a folder link leaving it
+    (folder / "same.npy").symlink_to(folder / "a.npy")            # a link that stays inside is read
+    with caplog.at_level("WARNING"):
+        ids, vectors = load_npy_dir(folder)
+    assert ids == ["a", "same"] and vectors.shape == (2, 4)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "b.npy" in warned and "sub" in warned, warned
+    ids, _ = load_npy_dir(folder, follow_symlinks=True)
+    assert ids == ["a", "b", "same", "sub/y"]
+    (outside / "x.npy").unlink()
+    (folder / "a.npy").unlink()
+    (folder / "same.npy").unlink()
+    (folder / "sub").unlink()
+    with pytest.raises(DataError, match="no .npy files"):   # only a dangling link left
+        load_npy_dir(folder)
+
+
+def test_temporaries_of_a_killed_writer_are_not_vectors(tmp_path):
+    write_npy_dir(tmp_path / "v", ["a"], np.zeros((1, 4), np.float32))
+    np.save(tmp_path / "v" / ".a.npy.1f2e3d4c.tmp.npy", np.ones((7,), np.float32))  # atomic_write's temporary
+    assert load_npy_dir(tmp_path / "v")[0] == ["a"]
 
 
 @pytest.mark.slow

@@ -151,7 +151,7 @@ def test_recall_from_exports_and_cli(model, image_dir, tmp_path):
     captions.write_text("image,caption\n" + "".join(f"{i},{c}\n" for i, c in rows), encoding="utf-8")
     out = tmp_path / "exp"
     metrics = main(["--model", str(tmp_path / "tiny"), "--images", str(image_dir), "--captions", str(captions),
-                    "--out", str(out), "--batch_size", "4", "--evaluate", "--ks", "1", "2"])
+                    "--out", str(out), "--batch_size", "4", "--evaluate", "--ks", "1", "2", "--allow_unpaired"])
     image_ids, images = load_embeddings(out / "images")
     text_ids, texts = load_embeddings(out / "texts")
     assert image_ids == ["p0.png", "p1.png", "p2.png", "p4.png", "p5.png", "p6.png"] and len(text_ids) == 6
@@ -159,4 +159,6 @@ def test_recall_from_exports_and_cli(model, image_dir, tmp_path):
     want = retrieval_recall_at_k(images, texts[keep], np.array([0, 0, 1, 4, 5]), ks=(1, 2))
     assert metrics == pytest.approx(want)
     mapping = {str(i): image for i, (image, _) in enumerate(rows)}
-    assert recall_at_k(out / "images", out / "texts", mapping, ks=(1, 2)) == pytest.approx(want)
+    assert recall_at_k(out / "images", out / "texts", mapping, ks=(1, 2), allow_unpaired=True) == pytest.approx(want)
+    with pytest.raises(DataError, match=r"1 of 6 captions .* \(first: 3\); 2 of 6 images .*p2.png, p4.png"):
+        recall_at_k(out / "images", out / "texts", mapping, ks=(1, 2))  # "lost" has no image, p2, p4 no caption

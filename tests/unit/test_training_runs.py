@@ -192,3 +192,11 @@ def test_checkpoint_directories_and_files_follow_the_umask(finished_run):
     assert checkpoint.stat().st_mode & 0o777 == 0o750
     for name in ("trainer_state.json", "config.yaml", "train_state.ckpt"):
         assert (checkpoint / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_epochs_completed_counts_an_epoch_that_ends_on_the_last_step(finished_run, tmp_path):
+    """48 samples at batch 8: 6 updates are one whole epoch (the summary used to say 0: the loop stopped on the
+    last step before it counted the epoch's end); 2 updates are none."""
+    summary = train(tmp_path / "run", max_steps=6)
+    assert summary["global_step"] == 6 and summary["epochs_completed"] == 1
+    assert json.loads((finished_run / "train_metrics.json").read_text())["epochs_completed"] == 0

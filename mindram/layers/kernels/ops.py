@@ -24,6 +24,7 @@ from mindspore import ops
 from mindspore.ops import functional as F
 
 from .build import kernel_library, log_once, warn_once
+from .exportable import exporting
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -36,8 +37,9 @@ def static_shape(x):
 
 def kernel_input(x):
     """True when the kernels take ``x``: float32 with a static shape (custom aot ops fail on dynamic shapes).
-    Used inside ``construct`` (graph mode and PyNative) by every layer with a kernel path."""
-    return x.dtype == ms.float32 and static_shape(x)
+    Used inside ``construct`` (graph mode and PyNative) by every layer with a kernel path; False inside an
+    :func:`~.exportable.exportable` block, so that no kernel reaches an exported graph."""
+    return x.dtype == ms.float32 and static_shape(x) and not exporting()
 
 
 def _same_shape(*shapes):

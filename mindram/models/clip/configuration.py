@@ -81,6 +81,8 @@ class CLIPConfig(PretrainedConfig):
 
     family = FAMILY
     arch_name = "CLIPModel"
+    #: fields a run config sets for itself whatever architecture its weights declare (mindram.trainer.start_weights)
+    run_settings = ("logit_scale_init_value", "vision_config.max_batch_tokens", "text_config.trim_padding")
 
     text_config: Optional[CLIPTextConfig] = None
     vision_config: Optional[CLIPVisionConfig] = None

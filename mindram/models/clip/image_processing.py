@@ -19,8 +19,12 @@ Deliberate departures from the reference (each documented on :class:`CLIPImagePr
   * ``alpha_background`` (opt-in): composite transparent images onto a colour; the default (None) keeps the
     reference behaviour of dropping alpha (after a premultiplied resize, fully transparent pixels are black).
   * ``apply_exif_orientation`` (opt-in): the reference ignores EXIF orientation; default False matches it.
+  * The pixel budget (:mod:`mindram.utils.image_files`, docs/limits.md#images): an image of more than
+    ``max_pixels`` pixels (default ``$MINDRAM_MAX_IMAGE_PIXELS`` or 25,000,000), as stored or as resized here
+    (a 1 x 200,000 strip resized shortest side to 224 would be 224 x 44.8 M), is a DataError, checked from the
+    file's header before anything is decoded. The reference resizes the same way; it is a refusal, not a
+    numerical change. Files are read only if they are regular files (a FIFO is a DataError, not a hang).
 """
-import errno
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,6 +34,7 @@ from PIL import Image, ImageOps
 
 from ...errors import ConfigError, DataError
 from ...tools.image_tools import is_url, open_url
+from ...utils.image_files import check_pixel_budget, max_image_pixels, read_image
 from ..image_processing_utils import BaseImageProcessor
 from .configuration import CLIPConfig
 
@@ -45,14 +50,19 @@ _UINT16_MAX = 65535
 _ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, str, os.PathLike, or a list/tuple of these"
 _ACCEPTED_SHAPES = "(H, W) or (H, W, C) with C in {1, 2, 3, 4}"
 _DICT_KEYS = ("image_size", "mean", "std", "interpolation", "resize_mode", "fill_color",
-              "apply_exif_orientation", "alpha_background")
+              "apply_exif_orientation", "alpha_background", "max_pixels")
 
 ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
 
 
 def _to_uint8_16bit(arr: np.ndarray) -> np.ndarray:
-    """Scale 16-bit-range data (0..65535) to uint8 by value/257, rounded and clipped."""
-    return np.clip(np.rint(np.asarray(arr, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+    """Scale 16-bit data (0..65535) to uint8 by value/257, rounded: ``(v + 128) // 257`` in integers, which is
+    exact (v/257 is never halfway between two integers, 257 being odd) and costs 4 bytes a pixel, not float64's
+    three 8-byte temporaries."""
+    wide = np.asarray(arr).astype(np.uint32)
+    wide += 128
+    wide //= 257
+    return wide.astype(np.uint8)
 
 
 def _array_to_pil(arr: np.ndarray) -> Image.Image:
@@ -100,21 +110,14 @@ def _high_bit_to_8bit(image: Image.Image) -> Image.Image:
         raise DataError(f"PIL mode {image.mode!r} image: {e}") from None
 
 
-def _open_path(path: Union[str, os.PathLike], apply_exif: bool) -> Image.Image:
-    """Open and fully decode an image file; missing -> FileNotFoundError, undecodable -> DataError."""
+def _open_path(path: Union[str, os.PathLike], apply_exif: bool, check_size) -> Image.Image:
+    """Open and fully decode an image file or URL once ``check_size(width, height)`` accepted its header size;
+    missing -> FileNotFoundError, not a regular file, undecodable or refused -> DataError."""
     path_str = os.fspath(path)
     if is_url(path_str):
-        image = open_url(path_str)
+        image = open_url(path_str, check_size=check_size)
         return ImageOps.exif_transpose(image) if apply_exif else image
-    if not os.path.exists(path_str):
-        raise FileNotFoundError(errno.ENOENT, "image file not found", path_str)
-    try:
-        with Image.open(path_str) as im:
-            im.load()
-            out = ImageOps.exif_transpose(im) if apply_exif else im
-            return out.copy() if out is im else out  # detach from the file before it is closed
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on corrupt data
-        raise DataError(f"cannot read image file {path_str!r}: {type(e).__name__}: {e}") from e
+    return read_image(path_str, check_size, apply_exif)
 
 
 def _pad(img: Image.Image, ltrb: List[int], fill: int) -> Image.Image:
@@ -165,6 +168,9 @@ class CLIPImageProcessor(BaseImageProcessor):
             stored under them) or an ``(r, g, b)`` colour onto which images with alpha (RGBA, LA, PA,
             transparent P...) are composited first.
         fill_color: pad value for resize_mode "longest" (open_clip's ``PreprocessCfg.fill_color``).
+        max_pixels: the pixel budget of one image, as stored and as resized (None, the default:
+            ``$MINDRAM_MAX_IMAGE_PIXELS`` or 25,000,000 when the image is read); a larger image is a DataError
+            naming it, found from a file's header before it is decoded. Not part of :meth:`to_dict` unless set.
 
     Inputs: a PIL image, a numpy array, a file path (str / PathLike), or a list/tuple mixing these.
     Numpy rules: shapes (H, W) or (H, W, C) with C in {1, 2, 3, 4} (L, LA, RGB, RGBA); uint8 is used as is;
@@ -182,7 +188,8 @@ class CLIPImageProcessor(BaseImageProcessor):
     def __init__(self, image_size: int = 224, mean: Union[float, Sequence[float]] = OPENAI_MEAN,
                  std: Union[float, Sequence[float]] = OPENAI_STD, interpolation: str = "bicubic",
                  resize_mode: str = "shortest", apply_exif_orientation: bool = False,
-                 alpha_background: Optional[Tuple[int, int, int]] = None, fill_color: int = 0):
+                 alpha_background: Optional[Tuple[int, int, int]] = None, fill_color: int = 0,
+                 max_pixels: Optional[int] = None):
         if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
             raise ConfigError(f"image_size must be a positive int, got {image_size!r}")
         if interpolation not in _INTERPOLATIONS:
@@ -204,12 +211,13 @@ class CLIPImageProcessor(BaseImageProcessor):
         self.apply_exif_orientation = bool(apply_exif_orientation)
         self.alpha_background = alpha_background
         self.fill_color = int(fill_color)
+        self.max_pixels = None if max_pixels is None else max_image_pixels(max_pixels)
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
     def to_dict(self) -> Dict[str, Any]:
         """Constructor arguments as a plain (YAML-friendly) dict."""
-        d = {k: getattr(self, k) for k in _DICT_KEYS}
+        d = {k: getattr(self, k) for k in _DICT_KEYS if k != "max_pixels" or self.max_pixels is not None}
         d["mean"], d["std"] = list(self.mean), list(self.std)
         if self.alpha_background is not None:
             d["alpha_background"] = list(self.alpha_background)
@@ -218,7 +226,7 @@ class CLIPImageProcessor(BaseImageProcessor):
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "CLIPImageProcessor":
         """Build from a dict with keys among ``image_size, mean, std, interpolation, resize_mode, fill_color,
-        apply_exif_orientation, alpha_background``; unknown keys raise ConfigError."""
+        apply_exif_orientation, alpha_background, max_pixels``; unknown keys raise ConfigError."""
         unknown = sorted(set(cfg) - set(_DICT_KEYS))
         if unknown:
             raise ConfigError(f"unknown image processor key(s) {unknown}; allowed: {list(_DICT_KEYS)}")
@@ -227,15 +235,31 @@ class CLIPImageProcessor(BaseImageProcessor):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
+    def check_size(self, width: int, height: int, what: str) -> None:
+        """DataError naming ``what`` when a ``width x height`` image is over the pixel budget, as it is or as
+        this processor would resize it (:attr:`max_pixels`)."""
+        check_pixel_budget(width, height, what, self.max_pixels)
+        if width > 0 and height > 0:
+            resized = self._resized_size(width, height)
+            stage = f"{width}x{height} resized ({self.resize_mode}, image_size {self.image_size}) to"
+            if min(resized) < 1:   # "longest" rounds the short side of a thin strip to 0 pixels
+                raise DataError(f"{what}: {stage} {resized[0]}x{resized[1]}, an empty image; its aspect ratio is too "
+                                f"extreme for resize_mode {self.resize_mode!r} (crop it first)")
+            check_pixel_budget(*resized, what, self.max_pixels, stage=stage)
+
     def _load(self, image: ImageInput) -> Image.Image:
-        """Turn one input into a PIL image in a mode the reference pipeline handles."""
+        """Turn one input into a PIL image in a mode the reference pipeline handles (pixel budget checked first)."""
         if isinstance(image, Image.Image):
+            self.check_size(image.width, image.height, "PIL image")
             if self.apply_exif_orientation:
                 image = ImageOps.exif_transpose(image)
         elif isinstance(image, np.ndarray):
+            if image.ndim in (2, 3):
+                self.check_size(image.shape[1], image.shape[0], f"numpy image {image.shape}")
             image = _array_to_pil(image)
         elif isinstance(image, (str, os.PathLike)):
-            image = _open_path(image, self.apply_exif_orientation)
+            what = os.fspath(image)
+            image = _open_path(image, self.apply_exif_orientation, lambda w, h: self.check_size(w, h, what))
         else:
             raise TypeError(f"unsupported image type {type(image).__name__}; expected {_ACCEPTED_TYPES}")
         if image.width == 0 or image.height == 0:
@@ -249,19 +273,23 @@ class CLIPImageProcessor(BaseImageProcessor):
             image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
         return image
 
+    def _resized_size(self, w: int, h: int) -> Tuple[int, int]:
+        """``(width, height)`` of a ``w x h`` image after this processor's resize (before the crop or pad)."""
+        s = self.image_size
+        if self.resize_mode == "shortest":
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(s * long / short)
+            return (s, new_long) if w <= h else (new_long, s)
+        if self.resize_mode == "longest":
+            ratio = max(h / s, w / s)
+            return round(w / ratio), round(h / ratio)
+        return s, s
+
     def _resize_crop(self, img: Image.Image) -> Image.Image:
         """Resize + crop/pad in the image's own mode, exactly as torchvision's PIL path does."""
         s, resample = self.image_size, _INTERPOLATIONS[self.interpolation]
         w, h = img.size
-        if self.resize_mode == "shortest":
-            short, long = (w, h) if w <= h else (h, w)
-            new_long = int(s * long / short)
-            size = (s, new_long) if w <= h else (new_long, s)
-        elif self.resize_mode == "longest":
-            ratio = max(h / s, w / s)
-            size = (round(w / ratio), round(h / ratio))
-        else:
-            size = (s, s)
+        size = self._resized_size(w, h)
         if size != (w, h):
             img = img.resize(size, resample)
         if self.resize_mode == "squash":

@@ -8,6 +8,7 @@ import gzip
 import heapq
 import html
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
@@ -16,10 +17,14 @@ import ftfy
 import numpy as np
 import regex
 
+from ...errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_CONTEXT_LENGTH = 77
+MAX_CONTEXT_LENGTH = 4096   # 16 KiB of ids per text; CLIP text towers have 77 positions (Long-CLIP: 248)
+MAX_CONTEXT_LENGTH_ENV = "MINDRAM_MAX_CONTEXT_LENGTH"
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
 _NUM_MERGES = 49152 - 256 - 2
@@ -218,12 +223,29 @@ def _as_text_list(texts) -> List[str]:
     return list(texts)
 
 
+def max_context_length() -> int:
+    """The largest ``context_length`` accepted: ``$MINDRAM_MAX_CONTEXT_LENGTH``, default 4096."""
+    raw = os.environ.get(MAX_CONTEXT_LENGTH_ENV, "").strip()
+    if not raw:
+        return MAX_CONTEXT_LENGTH
+    if not raw.isdigit() or int(raw) < 2:
+        raise ConfigError(f"${MAX_CONTEXT_LENGTH_ENV}={raw!r}: expected an int >= 2")
+    return int(raw)
+
+
 def _check_context_length(context_length) -> int:
-    if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)):
-        raise TypeError(f"context_length must be an int, got "
-                        f"{type(context_length).__name__}: {context_length!r}")
+    """``context_length`` as an int in [2, :func:`max_context_length`]; ConfigError (a ValueError) otherwise. The
+    bound keeps ``(N, context_length)`` int32 output and the per-word BPE work (:meth:`BPETokenizer.word_limit`)
+    small: ``tokenize("a", 10**9)`` would allocate 3.7 GiB."""
+    if isinstance(context_length, (bool, np.bool_)) or not isinstance(context_length, (int, np.integer)):
+        raise ConfigError(f"context_length must be an int, got {type(context_length).__name__}: "
+                          f"{context_length!r:.100}")
     if context_length < 2:
-        raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {context_length}")
+        raise ConfigError(f"context_length must be >= 2 (room for start and end tokens), got {context_length}")
+    limit = max_context_length()
+    if context_length > limit:
+        raise ConfigError(f"context_length {context_length} is over the limit of {limit} tokens "
+                          f"(set ${MAX_CONTEXT_LENGTH_ENV} to raise it)")
     return int(context_length)
 
 

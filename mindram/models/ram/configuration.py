@@ -103,6 +103,9 @@ class RAMConfig(PretrainedConfig):
 
     family = FAMILY
     nested = {"head_config": BertConfig, "caption_config": BertConfig}
+    #: fields a run config sets for itself whatever architecture its weights declare (mindram.trainer.start_weights)
+    run_settings = ("threshold", "tag_list", "tag_list_chinese", "threshold_file", "delete_tag_index",
+                    "caption_modules", "caption_config", "reweight_scale_init", "vision_config.drop_path_rate")
 
     def __post_init__(self):
         if self.caption_config is None:

@@ -21,13 +21,14 @@ class RAMImageProcessor(CLIPImageProcessor):
     config_class = RAMConfig
 
     def __init__(self, image_size=384, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear",
-                 resize_mode="squash", apply_exif_orientation=False, alpha_background=None, fill_color=0):
+                 resize_mode="squash", apply_exif_orientation=False, alpha_background=None, fill_color=0,
+                 max_pixels=None):
         if resize_mode != "squash":
             raise ConfigError(f"RAMImageProcessor: resize_mode must be 'squash' (the reference resizes to S x S), "
                               f"got {resize_mode!r}")
         super().__init__(image_size=image_size, mean=mean, std=std, interpolation=interpolation,
                          resize_mode=resize_mode, apply_exif_orientation=apply_exif_orientation,
-                         alpha_background=alpha_background, fill_color=fill_color)
+                         alpha_background=alpha_background, fill_color=fill_color, max_pixels=max_pixels)
 
     @classmethod
     def for_config(cls, config, name=None, **overrides):

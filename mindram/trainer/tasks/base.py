@@ -19,10 +19,8 @@ import mindspore as ms
 import numpy as np
 from tqdm.auto import tqdm
 
-from ... import catalog
 from ...data import shard_pipelines, steps_per_epoch
 from ...errors import ConfigError, TrainingStopped  # noqa: F401 (TrainingStopped re-exported)
-from ...models.pretrained_weights import fetch_checkpoint
 from ...parallel import distribute_network, init_parallel, parallel_settings
 from ...parallel.recompute import apply_recompute
 from ...registry import MindFormerModuleType, MindFormerRegister
@@ -35,6 +33,7 @@ from ..checkpointing import (TRAIN_LOG, check_resume_settings, list_checkpoints,
                              save_checkpoint)
 from ..optim import build_lr_schedule, build_optimizer, current_lr
 from ..run_config import build_image_processor, build_source, build_tokenizer, validate_run_config
+from ..start_weights import choose_architecture, describe_weights
 from ..train_step import AccumulateStep, ApplyStep, TrainStep
 
 logger = logging.getLogger(__name__)
@@ -68,6 +67,9 @@ class BaseTrainer(abc.ABC):
         self.config = config
         self.args = validate_run_config(config, default_arch=self.default_arch)
         self._model = model
+        if model is not None:
+            logger.info("start weights: the %s instance given to the Trainer (its weights in memory)",
+                        type(model).__name__)
         given = {"train_dataset": train_source, "eval_dataset": eval_source}
         self._sources = {section: source for section, source in given.items() if source is not None}
         self.output_dir = Path(self.args.output_dir)
@@ -96,23 +98,43 @@ class BaseTrainer(abc.ABC):
         gc.collect()   # a MindSpore Cell is freed only by the cyclic GC: not beside the next model
 
     def build_model(self):
+        """The model the run starts from, logged first (:meth:`start_weights`): random initialisation of
+        ``model.model_config``, or the ``load_checkpoint`` weights in the architecture they declare
+        (:func:`~mindram.trainer.start_weights.choose_architecture`)."""
         model_cfg = self.config.get("model") or {}
         arch = (model_cfg.get("arch") or {}).get("type", self.default_arch)
         cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
-        load = self.config.get("load_checkpoint")
-        if model_cfg.get("model_config") is None:
-            if not load:
+        run_config = None
+        if model_cfg.get("model_config") is not None:
+            run_config = cls.config_class.from_dict(model_cfg["model_config"].to_dict())
+        weights = self.start_weights(cls)
+        if weights is None:
+            if run_config is None:
                 raise ConfigError("run config has neither model.model_config nor load_checkpoint: nothing to build")
-            return cls.from_pretrained(load)
-        config = cls.config_class.from_dict(model_cfg["model_config"].to_dict())
-        if not load:
-            return cls(config)
-        file = self._checkpoint_file(cls, load)
+            logger.info("start weights: random init (load_checkpoint is not set): %s built from model.model_config",
+                        arch)
+            return cls(run_config)
+        logger.info("start weights: %s", describe_weights(weights))
+        cls, config = choose_architecture(cls, run_config, weights, self.config.get("load_checkpoint"))
         with no_init_weights():   # loaded strictly next
             model = cls(config)
-        self._load_initial_weights(model, file)
-        logger.info("initialised %s from %s", arch, load)
+        self._load_initial_weights(model, weights.file)
+        logger.info("initialised %s from %s", cls.__name__, self.config.get("load_checkpoint"))
         return model
+
+    def start_weights(self, cls=None):
+        """The weights the run starts from: the :class:`~mindram.models.modeling_utils.LocatedWeights` of
+        ``load_checkpoint`` (a name is downloaded and converted on first use when it can be), or None (random
+        initialisation). :class:`~mindram.errors.CheckpointError` with the expected path and the convert command
+        when the named weights are absent and cannot be fetched. ``cls``: the model class that reads them
+        (default: the run config's ``model.arch.type``, else the task's ``default_arch``)."""
+        load = self.config.get("load_checkpoint")
+        if not load:
+            return None
+        if cls is None:
+            arch = ((self.config.get("model") or {}).get("arch") or {}).get("type", self.default_arch)
+            cls = MindFormerRegister.get_cls(MindFormerModuleType.MODELS, arch)
+        return cls.locate_weights(str(load))
 
     @staticmethod
     def _load_initial_weights(model, file):
@@ -126,23 +148,13 @@ class BaseTrainer(abc.ABC):
         del name_or_path
         return MindFormerRegister.get_cls(MindFormerModuleType.MODELS, cls.default_arch)
 
-    @staticmethod
-    def _checkpoint_file(cls, load):
-        path = Path(str(load)).expanduser()
-        if path.is_dir():
-            return path / "model.ckpt" if (path / "model.ckpt").is_file() else path / "train_state.ckpt"
-        if path.suffix in (".ckpt", ".safetensors"):
-            return path
-        record = catalog.resolve(cls.family, str(load))
-        if not record.checkpoint_path.is_file():
-            return fetch_checkpoint(record)  # downloads and converts on first use
-        return record.checkpoint_path
-
     def image_processor(self):
         """The run config's ``processor.image_processor`` built through the registry for this model (default:
-        the model's ``image_processor_class``; the catalog's preprocessing of ``trainer.model_name`` or of the
-        weights the model was loaded as, then the section's keys)."""
-        name = (self.config.get("trainer") or {}).get("model_name")
+        the model's ``image_processor_class``; the catalog's preprocessing of the weights the model was loaded as
+        (``checkpoint_name_or_path``: ``--load_checkpoint clip_vit_l_14.laion2b_s32b_b82k`` gets that model's
+        mean/std), else of ``trainer.model_name``, then the section's keys)."""
+        name = getattr(self.model.config, "checkpoint_name_or_path", None) or \
+            (self.config.get("trainer") or {}).get("model_name")
         return build_image_processor(self.config.get("processor"), self.model, name=name)
 
     def tokenizer(self):
@@ -406,6 +418,7 @@ class BaseTrainer(abc.ABC):
         checkpoint's trainer state, so a resumed run goes on comparing against it.
         """
         args = self.args
+        self.model  # pylint: disable=pointless-statement  # built first: its start weights logged (or refused)
         with shard_pipelines(self.parallel.world_size, self.parallel.rank):
             num_samples = len(self.source("train_dataset"))   # a streaming source's epoch depends on the ranks
         steps_epoch = steps_per_epoch(num_samples, self.global_batch_size, True)
@@ -482,7 +495,9 @@ class BaseTrainer(abc.ABC):
         if main:
             self.model.save_pretrained(self.output_dir / "final")
         last = state["history"][-1] if state["history"] else {}
-        summary = {"run_id": run_id, "global_step": state["global_step"], "epochs_completed": state["epoch"],
+        # an epoch whose last batch was the run's last step ended too (the loop stopped before counting it)
+        epochs_completed = state["epoch"] + (state["step_in_epoch"] >= steps_epoch)
+        summary = {"run_id": run_id, "global_step": state["global_step"], "epochs_completed": epochs_completed,
                    "final_loss": last.get("loss"), "history": state["history"]}
         summary.update({f"final_{name}": last.get(name) for name in self.loss_part_names})
         if args.evaluates is not None:
