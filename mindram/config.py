@@ -21,6 +21,7 @@ import yaml
 from yaml.events import AliasEvent
 
 from .errors import ConfigError
+from .utils.env import env_number
 
 #: ``name: (environment variable, default)`` of the bounds on one config load; see docs/limits.md
 CONFIG_LIMITS = {
@@ -34,16 +35,7 @@ def config_limit(name):
     """The bound ``name`` of :data:`CONFIG_LIMITS`: its environment variable when set, else the default (read on
     every call); ConfigError for a variable that is not a positive integer."""
     variable, default = CONFIG_LIMITS[name]
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{variable}={text!r}: expected a positive integer ({name} of a config, default {default})")
-    return value
+    return env_number(variable, default, meaning=f"{name} of a config, default {default}")
 
 
 class ConfigBudget:

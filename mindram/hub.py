@@ -40,7 +40,8 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError, DownloadError
+from .errors import CheckpointError, DownloadError
+from .utils.env import env_number
 from .utils.io import mindram_home
 from .utils.validation import is_sha256
 
@@ -77,17 +78,7 @@ def setting(name):
     """The value of download setting ``$name`` (:data:`SETTINGS`: its default when unset), checked: a
     :class:`ConfigError` naming the variable for anything but a finite number from the setting's smallest value."""
     default, kind, smallest, meaning = SETTINGS[name]
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not smallest <= value < float("inf"):
-        raise ConfigError(f"${name}={raw!r}: expected {'an integer' if kind is int else 'a number'} >= {smallest} "
-                          f"({meaning})")
-    return value
+    return env_number(name, default, kind, smallest, meaning)
 
 
 def offline():
@@ -184,9 +175,14 @@ def _total_size(response, header, start):
         if match and int(match.group(1)) == start:
             return int(match.group(2))
         return None
-    linked = header("X-Linked-Size")
-    length = response.headers.get("Content-Length")
-    return int(linked) if linked else (int(length) if length else None)
+    for name, value in (("X-Linked-Size", header("X-Linked-Size")), ("Content-Length", response.headers.get(
+            "Content-Length"))):
+        if value:
+            if not value.strip().isdigit():
+                raise DownloadError(f"{response.geturl()}: the server sent {name}: {value[:40]!r}, not a size in "
+                                    "bytes")
+            return int(value)
+    return None
 
 
 class _RateMeter:

@@ -8,6 +8,7 @@ process-wide (see docs/global_state.md), and the web server calls from several t
 import collections
 import logging
 import os
+import struct
 import threading
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def check_image(path, max_pixels=None):
     name = Path(path).name
     try:
         width, height = read_image_size(path)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise DataError(f"{name} is not an image this app can read ({type(e).__name__}); upload a JPEG, PNG, "
-                        f"WebP, BMP, GIF or TIFF file") from e
     except DataError as e:   # not a regular file: the message names the full path, the page shows the name
         raise DataError(str(e).replace(os.fspath(path), name)) from e
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError,
+            struct.error) as e:   # PIL's header parsers raise any of these on a damaged file
+        raise DataError(f"{name} is not an image this app can read ({type(e).__name__}); upload a JPEG, PNG, "
+                        f"WebP, BMP, GIF or TIFF file") from e
     check_pixel_budget(width, height, name, max_pixels,
                        hint="downscale it first (or start the app with a larger --max_pixels)")
     return path

@@ -5,10 +5,10 @@ that the file (or its zip member) holds exactly those bytes. What is bounded is 
 and what a file may make the reader build beyond its own bytes. The two byte limits are read from the environment
 on every call, so a user can raise them for a file they trust.
 """
-import os
 import reprlib
 
-from mindram.errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
+from ..utils.env import env_number
 
 METADATA_ENV = "MINDRAM_CHECKPOINT_MAX_METADATA_BYTES"
 REPEATED_ENV = "MINDRAM_CHECKPOINT_MAX_REPEATED_BYTES"
@@ -30,16 +30,7 @@ def shown(value):
 
 
 def _env_bytes(name, default):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise ConfigError(f"${name}: expected a positive number of bytes, got {raw!r}")
-    return value
+    return env_number(name, default, meaning="bytes")
 
 
 def max_metadata_bytes():

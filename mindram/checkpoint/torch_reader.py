@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import errno
 import io
-import json
 import logging
 import math
 import os

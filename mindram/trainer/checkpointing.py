@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, OutputExistsError
 from ..models.modeling_utils import checkpoint_array, read_checkpoint, write_checkpoint
 from ..utils.io import atomic_write
+from ..utils.mappings import flatten
 
 logger = logging.getLogger(__name__)
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -283,15 +284,9 @@ def _logged_step(line):
 
 
 # ---- settings an exact resume must keep ----
-def _flatten(settings, prefix=""):
+def _flatten(settings):
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``, values normalised as JSON stores them."""
-    flat = {}
-    for key, value in json.loads(json.dumps(settings, sort_keys=True)).items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return flatten(json.loads(json.dumps(settings, sort_keys=True)))
 
 
 def _differences(saved, current):

@@ -16,6 +16,7 @@ from .. import catalog, hub
 from ..errors import CheckpointError, ConfigError
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.random import no_init_weights
+from ..utils.mappings import flatten
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +32,6 @@ def run_settings(config):
     return COMMON_RUN_SETTINGS + tuple(getattr(type(config), "run_settings", ()))
 
 
-def _flat(data, prefix=""):
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _is_setting(key, settings):
     return any(key == s or key.startswith(s + ".") for s in settings)
 
@@ -51,7 +42,7 @@ def architecture_differences(run_config, weights_config):
     if type(run_config) is not type(weights_config):
         return [("type", type(run_config).__name__, type(weights_config).__name__)]
     settings = run_settings(run_config)
-    ours, theirs = _flat(run_config.to_dict()), _flat(weights_config.to_dict())
+    ours, theirs = flatten(run_config.to_dict()), flatten(weights_config.to_dict())
     return [(key, ours.get(key), theirs.get(key)) for key in sorted(set(ours) | set(theirs))
             if not _is_setting(key, settings) and ours.get(key) != theirs.get(key)]
 
@@ -74,7 +65,7 @@ def architecture_name(config):
 def _with_run_settings(weights_config, run_config, name):
     """``weights_config`` with the run settings of ``run_config`` (those it has too); ``checkpoint_name_or_path``
     names the weights (catalog name, else what they declare, else the run config's)."""
-    data, theirs, ours = weights_config.to_dict(), _flat(weights_config.to_dict()), _flat(run_config.to_dict())
+    data, theirs, ours = weights_config.to_dict(), flatten(weights_config.to_dict()), flatten(run_config.to_dict())
     settings = run_settings(run_config)
     for key, value in ours.items():
         if key in theirs and _is_setting(key, settings):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from .env import env_number
 from .validation import check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -37,16 +38,7 @@ def max_image_pixels(max_pixels=None):
     """The pixel budget: ``max_pixels`` when given, else ``$MINDRAM_MAX_IMAGE_PIXELS``, else 25,000,000.
     ConfigError for a value that is not a positive int."""
     if max_pixels is None:
-        raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-        if not raw:
-            return DEFAULT_MAX_IMAGE_PIXELS
-        try:
-            value = int(raw.replace("_", "").replace(",", ""))
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ConfigError(f"${MAX_PIXELS_ENV}={raw!r}: expected a positive int (pixels per image, width x height)")
-        return value
+        return env_number(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, meaning="pixels per image, width x height")
     return check_positive_int(max_pixels, "max_pixels")
 
 

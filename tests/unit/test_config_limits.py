@@ -104,7 +104,7 @@ def test_bad_limit_variable_is_a_config_error(tmp_path, monkeypatch, value):
     path = tmp_path / "ok.yaml"
     path.write_text("a: 1\n", encoding="utf-8")
     monkeypatch.setenv(NODES_LIMIT, value)
-    with pytest.raises(ConfigError, match=rf"{NODES_LIMIT}='{value}': expected a positive integer"):
+    with pytest.raises(ConfigError, match=rf"{NODES_LIMIT}='{value}': expected a positive int"):
         MindFormerConfig(str(path))
 
 

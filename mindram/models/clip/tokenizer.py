@@ -8,7 +8,6 @@ import gzip
 import heapq
 import html
 import logging
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
@@ -18,6 +17,7 @@ import numpy as np
 import regex
 
 from ...errors import ConfigError
+from ...utils.env import env_number
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +225,7 @@ def _as_text_list(texts) -> List[str]:
 
 def max_context_length() -> int:
     """The largest ``context_length`` accepted: ``$MINDRAM_MAX_CONTEXT_LENGTH``, default 4096."""
-    raw = os.environ.get(MAX_CONTEXT_LENGTH_ENV, "").strip()
-    if not raw:
-        return MAX_CONTEXT_LENGTH
-    if not raw.isdigit() or int(raw) < 2:
-        raise ConfigError(f"${MAX_CONTEXT_LENGTH_ENV}={raw!r}: expected an int >= 2")
-    return int(raw)
+    return env_number(MAX_CONTEXT_LENGTH_ENV, MAX_CONTEXT_LENGTH, smallest=2, meaning="tokens")
 
 
 def _check_context_length(context_length) -> int:
