@@ -92,3 +92,18 @@ def test_train_predict_export_and_embed_with_relative_paths(tmp_path):
            "--out", "vectors", "--batch_size", "2", "--num_workers", "1")
     assert any((tmp_path / "vectors").rglob("*.npy"))
     no_temporaries(tmp_path)
+
+
+def test_make_shards_and_calibrate_into_the_working_directory(tmp_path):
+    """scripts/make_shards.py --output shards; python -m mindram.calibrate --output thresholds.txt (a tiny RAM++
+    from random init: the file and its report are what is checked, not the thresholds)."""
+    from tests.st.test_calibration_cli import DEMO as RAM_DEMO, TINY_MODEL
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        Image.new("RGB", (24, 24), colour).save(tmp_path / f"{i}.png")
+    (tmp_path / "captions.csv").write_text("filepath,title\n0.png,red\n1.png,green\n2.png,blue\n", encoding="utf-8")
+    run_in(tmp_path, "scripts/make_shards.py", "--csv", "captions.csv", "--output", "shards", "--shard_size", "2")
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.tar", "00001.tar", "sizes.json"]
+    run_in(tmp_path, "-m", "mindram.calibrate", "--config", RAM_DEMO, "--output", "thresholds.txt",
+           "--output_dir", "cal", "--options", *TINY_MODEL, "eval_dataset.data_loader.num_samples=16")
+    assert (tmp_path / "thresholds.txt").is_file() and (tmp_path / "cal" / "calibration_metrics.json").is_file()
+    no_temporaries(tmp_path)
