@@ -107,3 +107,17 @@ def test_make_shards_and_calibrate_into_the_working_directory(tmp_path):
            "--output_dir", "cal", "--options", *TINY_MODEL, "eval_dataset.data_loader.num_samples=16")
     assert (tmp_path / "thresholds.txt").is_file() and (tmp_path / "cal" / "calibration_metrics.json").is_file()
     no_temporaries(tmp_path)
+
+
+def test_teacher_features_into_the_working_directory(tmp_path, monkeypatch):
+    """python -m mindram.extract_teacher_features --config run.yaml --output teacher_store (in process: the tiny
+    teacher of tests/st/test_teacher_features.py)."""
+    from mindram.extract_teacher_features import PROG, main
+    from mindram.utils.cli import run_cli
+    from tests.st.test_teacher_features import write_config, write_dataset
+    write_dataset(tmp_path / "data")
+    write_config(tmp_path / "run.yaml", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, ["--config", "run.yaml", "--output", "teacher_store", "--batch_size", "5"], prog=PROG) == 0
+    assert (tmp_path / "teacher_store" / "manifest.json").is_file()
+    no_temporaries(tmp_path)
