@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..embeddings import store
 from ..errors import ConfigError, DataError
 from ..utils.io import atomic_write
 from .base import Record
@@ -134,22 +135,21 @@ class _Vectors:
     """Memory-mapped rows of a ``write_embeddings`` export, looked up by item position (-1: not written)."""
 
     def __init__(self, directory, num_items):
-        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("num_items") != num_items:
-            raise DataError(f"{directory}: {manifest.get('num_items')} items, expected {num_items}")
+        manifest = store.read_manifest(directory)   # every read checked: manifest, ids vs rows, dtype, width
+        if manifest["num_items"] != num_items:
+            raise DataError(f"{directory}: {manifest['num_items']} items, expected {num_items}")
+        store.check_no_extra_shards(directory, manifest)
         self.shard_of = np.full(num_items, -1, np.int32)
         self.row_of = np.full(num_items, -1, np.int64)
-        self.shards, self.errors = [], []
+        self.shards, self.errors, width = [], [], None
         for k in range(manifest["num_shards"]):
-            meta = json.loads((directory / f"shard_{k:05d}.json").read_text(encoding="utf-8"))
-            vectors = np.load(directory / f"shard_{k:05d}.npy", mmap_mode="r", allow_pickle=False)
-            if len(vectors) != len(meta["indices"]):
-                raise DataError(f"{directory}: shard {k} holds {len(vectors)} rows for {len(meta['indices'])} items")
+            meta, vectors = store.read_shard(directory, manifest, k, mmap=True)
+            width = store.check_width(directory / f"{store.shard_name(k)}.npy", vectors, width)
             self.shards.append(vectors)
             positions = np.asarray(meta["indices"], np.int64)
             self.shard_of[positions], self.row_of[positions] = k, np.arange(len(positions))
             self.errors += meta["errors"]
-        self.width = next((int(v.shape[1]) for v in self.shards if len(v)), 0)
+        self.width = width or 0
 
     def has(self, position):
         return self.shard_of[position] >= 0

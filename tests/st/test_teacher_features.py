@@ -139,3 +139,19 @@ def test_cli_errors_are_one_line(extracted, capsys, tmp_path):
         errors = [line for line in err.splitlines() if line.startswith(PROG)]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
     assert json.loads((store / "manifest.json").read_text())["complete"]  # the refused runs left the store alone
+
+
+@pytest.mark.parametrize("damage", ["int32_vectors", "one_row_more"])
+def test_a_store_with_damaged_vector_shards_is_refused(extracted, tmp_path, damage):
+    """The store's vector shards are read through the embeddings store's checks: integer vectors (read as 0s
+    before) and a shard with a row more than its ids are refused in one line naming the shard."""
+    import shutil
+    from mindram.data.teacher_features import TeacherFeatureStore
+    store = tmp_path / "store"
+    shutil.copytree(extracted[3], store)
+    shard = store / "image" / "shard_00000.npy"
+    vectors = np.load(shard)
+    np.save(shard, vectors.astype(np.int32) if damage == "int32_vectors" else np.vstack([vectors, vectors[:1]]))
+    with pytest.raises(ConfigError, match=r"is damaged .*shard_00000\.npy") as info:
+        TeacherFeatureStore(store)
+    assert "\n" not in str(info.value)
