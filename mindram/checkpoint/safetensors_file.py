@@ -15,6 +15,7 @@ import numpy as np
 
 from mindram.checkpoint import limits
 from mindram.errors import CheckpointError
+from mindram.utils.validation import is_int
 
 DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
           "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32,
@@ -59,10 +60,6 @@ def read_header(f, path):
     return 8 + length, entries
 
 
-def _is_int(value):
-    return type(value) is int
-
-
 def _check_entry(path, name, entry, data_size):
     where = f"{path}: tensor {limits.shown(name)}"
     if not isinstance(entry, dict):
@@ -72,9 +69,9 @@ def _check_entry(path, name, entry, data_size):
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{where} has unsupported dtype {limits.shown(dtype)} "
                               f"(supported: {', '.join(DTYPES)})")
-    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(n) and n >= 0 for n in shape):
+    if not isinstance(shape, list) or len(shape) > 64 or not all(is_int(n) and n >= 0 for n in shape):
         raise CheckpointError(f"{where}: shape {limits.shown(shape)} is not a list of at most 64 ints >= 0")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(n) for n in offsets)):
         raise CheckpointError(f"{where}: data_offsets {limits.shown(offsets)} is not a list of two ints")
     begin, end = offsets
     nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize

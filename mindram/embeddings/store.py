@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..utils.validation import is_int
 
 __all__ = ["FORMAT", "KINDS", "MANIFEST", "check_no_extra_shards", "check_width", "complete_shards", "read_manifest",
            "read_shard", "shard_name"]
@@ -31,10 +32,6 @@ _NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TypeError, OverflowEr
 
 def shard_name(k: int) -> str:
     return f"shard_{k:05d}"
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -60,9 +57,9 @@ def read_manifest(out_dir) -> Dict[str, Any]:
     manifest = _read_json(path)
     _expect(path, manifest, "format", lambda v: v == FORMAT, repr(FORMAT))
     _expect(path, manifest, "kind", lambda v: v in KINDS, f"one of {KINDS}")
-    num_items = _expect(path, manifest, "num_items", lambda v: _is_int(v) and v >= 0, "an int >= 0")
-    shard_size = _expect(path, manifest, "shard_size", lambda v: _is_int(v) and v >= 1, "an int >= 1")
-    _expect(path, manifest, "num_shards", lambda v: _is_int(v) and v == -(-num_items // shard_size),
+    num_items = _expect(path, manifest, "num_items", lambda v: is_int(v) and v >= 0, "an int >= 0")
+    shard_size = _expect(path, manifest, "shard_size", lambda v: is_int(v) and v >= 1, "an int >= 1")
+    _expect(path, manifest, "num_shards", lambda v: is_int(v) and v == -(-num_items // shard_size),
             f"{-(-num_items // shard_size)} ({num_items} items in shards of {shard_size})")
     _expect(path, manifest, "normalize", lambda v: isinstance(v, bool), "true or false")
     return manifest
@@ -86,11 +83,11 @@ def _check_meta(path: Path, meta: Dict[str, Any], manifest: Dict[str, Any], k: i
     ids = _expect(path, meta, "ids", lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
                   "a list of str")
     indices = _expect(path, meta, "indices", lambda v: isinstance(v, list) and len(v) == len(ids) and
-                      all(_is_int(i) for i in v) and all(start <= i < stop for i in v) and
+                      all(is_int(i) for i in v) and all(start <= i < stop for i in v) and
                       all(a < b for a, b in zip(v, v[1:])),
                       f"one increasing input position in [{start}, {stop}) per id ({len(ids)} ids)")
     _expect(path, meta, "errors", lambda v: isinstance(v, list) and len(v) == stop - start - len(indices) and
-            all(isinstance(e, dict) and _is_int(e.get("index")) and start <= e["index"] < stop for e in v),
+            all(isinstance(e, dict) and is_int(e.get("index")) and start <= e["index"] < stop for e in v),
             f"{stop - start - len(indices)} error records (one per item of the shard without a row)")
     if manifest["kind"] == "text":
         _expect(path, meta, "texts", lambda v: isinstance(v, list) and len(v) == len(ids) and

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..hub import sha256_of
 from ..utils.embedding_cache import weights_digest
 from ..utils.io import atomic_write
-from ..utils.validation import is_sha256
+from ..utils.validation import is_int, is_sha256
 
 FORMAT = "mindram-export/1"
 MANIFEST = "export.json"
@@ -48,10 +48,6 @@ def write_manifest(directory, manifest):
     return path
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -66,19 +62,19 @@ def _channels(path, key, value, positive):
 
 
 def _byte(value):
-    return _is_int(value) and 0 <= value <= 255
+    return is_int(value) and 0 <= value <= 255
 
 
 #: the image processor's scalar arguments: (check, what is expected)
 _PREPROCESSING = {
-    "image_size": (lambda v: _is_int(v) and v >= 1, "a positive int"),
+    "image_size": (lambda v: is_int(v) and v >= 1, "a positive int"),
     "interpolation": (lambda v: isinstance(v, str), "a str such as 'bicubic'"),
     "resize_mode": (lambda v: isinstance(v, str), "a str such as 'shortest'"),
     "fill_color": (_byte, "an int in 0..255"),
     "apply_exif_orientation": (lambda v: isinstance(v, bool), "true or false"),
     "alpha_background": (lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(map(_byte, v))),
                          "null or 3 ints in 0..255"),
-    "max_pixels": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive int"),
+    "max_pixels": (lambda v: v is None or (is_int(v) and v >= 1), "null or a positive int"),
 }
 
 
@@ -114,7 +110,7 @@ def _check_specs(path, graph_name, graph, key):
     ok = isinstance(specs, list) and all(
         isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("dtype"), str)
         and spec["dtype"] in TENSOR_DTYPES and isinstance(spec.get("shape"), list)
-        and all(d == "batch" or (_is_int(d) and d >= 1) for d in spec["shape"]) for spec in specs)
+        and all(d == "batch" or (is_int(d) and d >= 1) for d in spec["shape"]) for spec in specs)
     if not ok:
         raise ConfigError(f"{path}: graphs.{graph_name}.{key} is {specs!r:.80}, expected a list of "
                           f"{{name, shape (ints >= 1 or 'batch'), dtype (one of {list(TENSOR_DTYPES)})}}")
@@ -124,7 +120,7 @@ def _graph_file(directory, path, graph_name, kind, record):
     """The file a graph's ``files.<kind>`` record names, checked to lie inside ``directory`` (no absolute path,
     no ``..``, no symbolic link leading out)."""
     if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"] or \
-            not _is_int(record.get("bytes")) or record["bytes"] < 0 or not is_sha256(record.get("sha256")):
+            not is_int(record.get("bytes")) or record["bytes"] < 0 or not is_sha256(record.get("sha256")):
         raise ConfigError(f"{path}: graphs.{graph_name}.files.{kind} is {record!r:.80}, expected "
                           "{path, bytes (an int >= 0), sha256 (64 hex digits)}")
     name = PurePosixPath(record["path"])

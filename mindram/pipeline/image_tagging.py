@@ -24,7 +24,7 @@ from ..models.ram.mixed_vocabulary import mixed_vocabulary
 from ..registry import MindFormerModuleType, MindFormerRegister
 from ..utils.validation import check_threshold, check_top_k
 from .base import Pipeline
-from .defaults import DEFAULT_TAGGER  # noqa: F401  (re-exported)
+from .defaults import DEFAULT_TAGGER
 
 logger = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("list", "paddleclas")

@@ -32,7 +32,7 @@ from ..parallel import parallel_settings
 from ..parallel.recompute import check_recompute_config
 from ..registry import MindFormerModuleType, MindFormerRegister
 from .optim import DEFAULT_LR_SCHEDULE, DEFAULT_OPTIMIZER, check_section_args
-from .training_args import RUN_MODES, TrainingArguments  # noqa: F401  (RUN_MODES re-exported)
+from .training_args import RUN_MODES, TrainingArguments
 
 TOP_LEVEL_KEYS = {"seed", "output_dir", "run_mode", "load_checkpoint", "trainer", "model", "processor",
                   "train_dataset", "eval_dataset", "runner_config", "optimizer", "lr_schedule", "zero_shot",

@@ -20,7 +20,8 @@ def is_sha256(value):
     return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
 
 
-def _is_int(value):
+def is_int(value):
+    """Whether ``value`` is an integer (Python's or numpy's), not a bool."""
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
 
 
@@ -28,7 +29,7 @@ def check_positive_int(value, name, allow_none=False):
     """``value`` as an int >= 1 (``None`` passes through when ``allow_none``)."""
     if value is None and allow_none:
         return None
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         expected = "None or a positive int" if allow_none else "a positive int"
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
     return int(value)
@@ -36,7 +37,7 @@ def check_positive_int(value, name, allow_none=False):
 
 def check_int(value, name, minimum=0):
     """``value`` as an int >= ``minimum``."""
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(f"{name}: expected an int >= {minimum}, got {value!r}")
     return int(value)
 

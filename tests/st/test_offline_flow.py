@@ -31,20 +31,32 @@ def metrics_of(stdout):
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+_R@\d+): ([\d.]+)$", stdout, re.M)}
 
 
-@pytest.mark.slow
-def test_export_embed_and_recall_with_onnxruntime(tmp_path):
+def saved_tiny_model(directory):
+    """A tiny GELU CLIP in eval mode, saved to ``directory`` (``save_pretrained``)."""
     model = mindram.CLIPModel(tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32.laion2b_s34b_b79k")))
     model.set_train(False)
-    model.save_pretrained(tmp_path / "model")
-    images = tmp_path / "flickr_tiny"
-    images.mkdir()
-    rng = np.random.default_rng(0)
+    model.save_pretrained(directory)
+    return model
+
+
+def write_caption_set(folder, seed, size, captions):
+    """One noisy JPEG of ``size`` (h, w) per colour in ``folder`` and a Flickr-style ``captions.txt`` holding
+    ``captions(name)`` for each image."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
     lines = ["image,caption"]
     for name, colour in COLOURS.items():
-        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(images / f"{name}.jpg")
-        lines += [f"{name}.jpg,a {name} square", f"{name}.jpg,something {name}"]
-    (images / "captions.txt").write_text("\n".join(lines) + "\n")
+        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (*size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.jpg")
+        lines += [f"{name}.jpg,{caption}" for caption in captions(name)]
+    (folder / "captions.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_export_embed_and_recall_with_onnxruntime(tmp_path):
+    model = saved_tiny_model(tmp_path / "model")
+    images = tmp_path / "flickr_tiny"
+    write_caption_set(images, 0, (40, 48), lambda name: [f"a {name} square", f"something {name}"])
 
     out = run("-m", "mindram.export", "--model", tmp_path / "model", "--format", "onnx", "--output",
               tmp_path / "export", "--dynamic_batch")
@@ -112,18 +124,9 @@ def ais_bench_infer(onnx_path, input_dir, output_dir, input_dtype, input_shape):
 
 @pytest.mark.slow
 def test_guide_flow_preprocess_ais_bench_and_score_from_a_relative_cwd(tmp_path):
-    model = mindram.CLIPModel(tiny(mindram.CLIPConfig.from_pretrained("clip_vit_b_32.laion2b_s34b_b79k")))
-    model.set_train(False)
-    model.save_pretrained(tmp_path / "model")
+    saved_tiny_model(tmp_path / "model")
     data = tmp_path / "flickr30k_test1k"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    lines = ["image,caption"]
-    for name, colour in COLOURS.items():
-        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (36, 44, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(data / f"{name}.jpg")
-        lines += [f"{name}.jpg,a {name} square", f"{name}.jpg,something {name}", f"{name}.jpg,{name}"]
-    (data / "captions.txt").write_text("\n".join(lines) + "\n")
+    write_caption_set(data, 1, (36, 44), lambda name: [f"a {name} square", f"something {name}", name])
     script = ROOT / "scripts" / "export_embeddings.py"
 
     # batch 1, as the guide's OM models; every path below is relative to the working directory
